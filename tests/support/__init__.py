@@ -1,0 +1,1 @@
+"""Shared helpers for tests, the demo and the benchmarks: real processes, real HTTP."""

@@ -1,0 +1,14 @@
+"""A pyfunc model (MLflow "models from code") whose load always fails: a broken version."""
+
+import mlflow
+
+
+class BrokenOnLoad(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        raise RuntimeError("this model version is deliberately broken")
+
+    def predict(self, context, model_input, params=None):
+        return [0] * len(model_input)
+
+
+mlflow.models.set_model(BrokenOnLoad())
