@@ -1,0 +1,1 @@
+"""The serving process: serves the model an MLflow stage or alias points to, and hot-swaps it."""

@@ -1,0 +1,165 @@
+"""Thin HTTP handlers: read the request, ask the service, shape the response."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mlflow.exceptions import MlflowException
+from receiver import scoring
+from receiver.errors import ApiError
+from receiver.registry import LoadedModel, ModelNotFound
+from receiver.service import Service
+from receiver.updater import FAILED, RELOADED
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "REQUEST_TOO_LARGE", f"The request body is over {limit} bytes.")
+
+
+async def _score(request: Request, model: LoadedModel) -> Response:
+    service = _service(request)
+    mime = scoring.media_type(request.headers.get("content-type"))
+    body = await _read_body(request, service.settings.max_body_bytes)
+    content = await run_in_threadpool(service.predict, model, body, mime)
+    return Response(content, media_type=scoring.JSON,
+                    headers={"X-Model-Name": model.name, "X-Model-Version": model.version})
+
+
+async def invocations(request: Request) -> Response:
+    service = _service(request)
+    return await _score(request, service.served_or_503(service.settings.default_model))
+
+
+async def model_invocations(request: Request) -> Response:
+    service = _service(request)
+    name = service.known_name_or_404(request.path_params["name"])
+    return await _score(request, service.served_or_503(name))
+
+
+async def pinned_invocations(request: Request) -> Response:
+    service = _service(request)
+    name = service.known_name_or_404(request.path_params["name"])
+    version = request.path_params["version"]
+    if not version.isdigit():
+        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Model version {version!r} is not a number.")
+    try:
+        model = await run_in_threadpool(service.loader.get, (name, version))
+    except ModelNotFound as exc:
+        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", str(exc)) from None
+    except MlflowException as exc:
+        raise ApiError(502, "MLFLOW_UNAVAILABLE",
+                       f"Could not fetch {name} version {version} from MLflow: {exc.message}") from None
+    except Exception as exc:  # noqa: BLE001 - a broken version must not break the server
+        raise ApiError(500, "MODEL_LOAD_FAILED",
+                       f"{name} version {version} failed to load: {type(exc).__name__}: {exc}") from None
+    return await _score(request, model)
+
+
+async def current_model(request: Request) -> JSONResponse:
+    service = _service(request)
+    default = service.served_or_503(service.settings.default_model)
+    models = {name: service.describe(name) for name in service.settings.model_names}
+    return JSONResponse({**service.describe(default.name), "models": models})
+
+
+async def reload_models(request: Request) -> JSONResponse:
+    service = _service(request)
+    _require_admin(request, service.settings.admin_token)
+    result = await service.updater.trigger("manual")
+    name = service.settings.default_model
+    served = service.updater.served(name)
+    version = served.version if served else None
+    if result.status.get(name) == FAILED or name not in result.status:
+        message = result.errors.get(name) or result.errors.get("*") or "reload failed"
+        return JSONResponse({"error_code": "RELOAD_FAILED", "message": message,
+                             "model_version": version}, status_code=502)
+    status = "reloaded" if result.status[name] == RELOADED else "unchanged"
+    details = {n: {"status": s, "version": _version(service, n), "error": result.errors.get(n)}
+               for n, s in result.status.items()}
+    return JSONResponse({"status": status, "model_version": version, "models": details})
+
+
+def _version(service: Service, name: str) -> str | None:
+    model = service.updater.served(name)
+    return model.version if model else None
+
+
+def _require_admin(request: Request, token: str | None) -> None:
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise ApiError(401, "UNAUTHENTICATED",
+                       "POST /models/reload needs 'Authorization: Bearer <HOTSWAP_ADMIN_TOKEN>'.")
+
+
+async def webhook(request: Request) -> JSONResponse:
+    service = _service(request)
+    body = await _read_body(request, service.settings.max_body_bytes)
+    try:
+        notification = service.verifier.check(request.headers, body)
+    except ApiError as exc:
+        service.metrics.webhook_requests.labels(
+            outcome="rejected" if exc.status == 401 else "malformed").inc()
+        raise
+    if notification is None:
+        service.metrics.webhook_requests.labels(outcome="duplicate").inc()
+        return JSONResponse({"status": "duplicate"}, status_code=202)
+    if not notification.model_names() & set(service.settings.model_names):
+        service.metrics.webhook_requests.labels(outcome="ignored").inc()
+        return JSONResponse({"status": "ignored"}, status_code=202)
+    service.updater.trigger("webhook")
+    service.metrics.webhook_requests.labels(outcome="accepted").inc()
+    return JSONResponse({"status": "accepted"}, status_code=202)
+
+
+async def health(request: Request) -> JSONResponse:
+    service = _service(request)
+    loaded = service.updater.served(service.settings.default_model) is not None
+    body = {"model_loaded": loaded,
+            "models": {n: _version(service, n) for n in service.settings.model_names},
+            "following": service.settings.reference,
+            "last_update_error": service.updater.last_error,
+            "uptime_seconds": round(time.monotonic() - service.started_at, 1)}
+    return JSONResponse(body, status_code=200 if loaded else 503)
+
+
+async def live(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "alive"})
+
+
+async def ready(request: Request) -> JSONResponse:
+    service = _service(request)
+    if service.updater.served(service.settings.default_model) is None:
+        return JSONResponse({"status": "not ready", "reason": "no model loaded yet"},
+                            status_code=503,
+                            headers={"Retry-After": str(service.updater.retry_after())})
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    registry = _service(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,91 @@
+"""FastModelLoader: an LRU cache of loaded models with single-flight loads.
+
+cachetools caches are not thread-safe, so every cache access takes the lock; the load itself
+runs outside it, and concurrent misses for one key wait on the first caller's Future.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Callable, Generic, Hashable, TypeVar
+
+from cachetools import LRUCache
+
+from receiver.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _EvictingLRU(LRUCache[K, V]):
+    """An LRUCache that tells its owner what it evicts, so files and memory are released."""
+
+    def __init__(self, maxsize: int, on_evict: Callable[[K, V], None]) -> None:
+        super().__init__(maxsize)
+        self._on_evict = on_evict
+
+    def popitem(self) -> tuple[K, V]:
+        key, value = super().popitem()
+        self._on_evict(key, value)
+        return key, value
+
+
+class FastModelLoader(Generic[K, V]):
+    def __init__(self, load: Callable[[K], V], maxsize: int, metrics: Metrics,
+                 on_evict: Callable[[K, V], None] | None = None) -> None:
+        self._load = load
+        self._metrics = metrics
+        self._cache: _EvictingLRU[K, V] = _EvictingLRU(maxsize, on_evict or (lambda k, v: None))
+        self._pending: dict[K, Future[V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V:
+        """The cached value for `key`, loading it once however many callers miss at once.
+
+        Blocking: call it from a worker thread, never on the event loop. A failed load is
+        not cached; every waiter of that load gets its exception.
+        """
+        with self._lock:
+            try:
+                value = self._cache[key]
+            except KeyError:
+                pass
+            else:
+                self._metrics.cache_hits.inc()
+                return value
+            self._metrics.cache_misses.inc()
+            future = self._pending.get(key)
+            owner = future is None
+            if future is None:
+                future = self._pending[key] = Future()
+        if not owner:
+            return future.result()
+        try:
+            value = self._load(key)
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            self._cache[key] = value
+            del self._pending[key]
+        future.set_result(value)
+        return value
+
+    def __contains__(self, key: K) -> bool:
+        """Whether `key` is cached, without loading, counting, or touching its recency."""
+        with self._lock:
+            return key in self._cache
+
+    def keys(self) -> list[K]:
+        with self._lock:
+            return list(self._cache.keys())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)

@@ -1,0 +1,35 @@
+"""Every Prometheus metric the receiver exports, on a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.model_version = Gauge(
+            "hotswap_model_version", "Model version currently served", ["model"], registry=r)
+        self.cache_hits = Counter(
+            "hotswap_model_cache_hits", "Model lookups answered from the in-memory cache",
+            registry=r)
+        self.cache_misses = Counter(
+            "hotswap_model_cache_misses", "Model lookups that had to load from MLflow",
+            registry=r)
+        self.load_duration = Histogram(
+            "hotswap_model_load_duration_seconds", "Download, load and warm-up of a model version",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+        self.update_errors = Counter(
+            "hotswap_model_update_errors", "Failed attempts to resolve, load or warm up a model",
+            registry=r)
+        self.reloads = Counter(
+            "hotswap_model_reloads", "Swaps to a new model version, by what triggered them",
+            ["trigger"], registry=r)
+        self.prediction_duration = Histogram(
+            "hotswap_prediction_duration_seconds", "Time to score one request",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r)
+        self.webhook_requests = Counter(
+            "hotswap_webhook_requests", "Notifications received, by outcome", ["outcome"],
+            registry=r)

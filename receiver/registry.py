@@ -1,0 +1,121 @@
+"""Everything the receiver asks of MLflow: which version a stage or alias points to, and
+downloading, loading and warming up one model version. Blocking: call from worker threads."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+from mlflow.types import Schema
+
+from receiver.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
+
+
+class ModelNotFound(LookupError):
+    """The registered model or version does not exist in the registry."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    pyfunc: mlflow.pyfunc.PyFuncModel
+    input_schema: Schema | None
+    local_path: Path
+    run_id: str | None
+    load_seconds: float
+    loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.version)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, MlflowException) and exc.error_code in _NOT_FOUND_CODES
+
+
+class Registry:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+        root = settings.model_dir or tempfile.mkdtemp(prefix="hotswap-models-")
+        self._model_root = Path(root)
+        self._model_root.mkdir(parents=True, exist_ok=True)
+
+    def resolve(self, name: str) -> str | None:
+        """The version the followed stage or alias points to now; None when nothing does."""
+        settings = self._settings
+        try:
+            if settings.alias:
+                return str(self._client.get_model_version_by_alias(name, settings.alias).version)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # stages are in our contract
+                latest = self._client.get_latest_versions(name, stages=[settings.stage])
+        except MlflowException as exc:
+            if is_not_found(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
+                return None
+            raise
+        versions = [int(v.version) for v in latest]
+        return str(max(versions)) if versions else None
+
+    def load(self, name: str, version: str) -> LoadedModel:
+        """Download, load and warm up one version. Raises ModelNotFound if it does not exist."""
+        try:
+            model_version = self._client.get_model_version(name, version)
+        except MlflowException as exc:
+            if is_not_found(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
+                raise ModelNotFound(f"Model {name!r} has no version {version!r}.") from exc
+            raise
+        logger.info("Loading model %s version %s from MLflow", name, version)
+        started = time.perf_counter()
+        folder = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-v{version}-{uuid.uuid4().hex[:8]}")
+        destination = self._model_root / folder
+        try:
+            local = download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=str(destination),
+                tracking_uri=self._settings.tracking_uri,
+                registry_uri=self._settings.registry_uri or self._settings.tracking_uri)
+            pyfunc = mlflow.pyfunc.load_model(local)
+            _warm_up(pyfunc, local)
+        except BaseException:
+            shutil.rmtree(destination, ignore_errors=True)
+            raise
+        seconds = time.perf_counter() - started
+        logger.info("Model loaded successfully in %.1fs", seconds)
+        return LoadedModel(name=name, version=str(version), pyfunc=pyfunc,
+                           input_schema=pyfunc.metadata.get_input_schema(),
+                           local_path=destination, run_id=model_version.run_id,
+                           load_seconds=seconds)
+
+    def release(self, model: LoadedModel) -> None:
+        """Delete a model's downloaded files once nothing serves or caches it."""
+        shutil.rmtree(model.local_path, ignore_errors=True)
+        logger.info("Cleaned up model version %s of %s", model.version, model.name)
+
+
+def _warm_up(pyfunc: mlflow.pyfunc.PyFuncModel, local_path: str) -> None:
+    """One prediction on the saved input example, so the first request is not the slow one and
+    a model that loads but cannot predict is never swapped in."""
+    example: Any = pyfunc.metadata.load_input_example(local_path)
+    if example is None:
+        return
+    params = pyfunc.metadata.load_input_example_params(local_path)
+    pyfunc.predict(example, params=params)

@@ -1,0 +1,84 @@
+"""The one place that reads the receiver's environment variables (DESIGN.md, "The receiver")."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    tracking_uri: str
+    model_names: tuple[str, ...]
+    registry_uri: str | None = None
+    stage: str = "Production"
+    alias: str | None = None
+    cache_size: int = 5
+    update_interval: float = 60.0
+    webhook_secret: str | None = None
+    admin_token: str | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    # How long a signed notification stays acceptable, and how long delivery ids are remembered.
+    webhook_max_age: float = 300.0
+    # Back-off after a failed update: 5, 10, 30, then every 60 s (DESIGN.md).
+    retry_delays: tuple[float, ...] = (5.0, 10.0, 30.0, 60.0)
+    model_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model_names:
+            raise SettingsError("MODEL_NAME is empty: name at least one registered model.")
+        if self.cache_size < 1:
+            raise SettingsError(f"MODEL_CACHE_SIZE must be at least 1, got {self.cache_size}.")
+        if self.update_interval <= 0:
+            raise SettingsError(
+                f"MODEL_UPDATE_INTERVAL must be a positive number of seconds, "
+                f"got {self.update_interval}.")
+
+    @property
+    def default_model(self) -> str:
+        return self.model_names[0]
+
+    @property
+    def reference(self) -> str:
+        """What is followed, as MLflow's URI syntax writes it: `@champion` or `/Production`."""
+        return f"@{self.alias}" if self.alias else f"/{self.stage}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        names = tuple(n.strip() for n in _required(env, "MODEL_NAME").split(",") if n.strip())
+        return cls(
+            tracking_uri=_required(env, "MLFLOW_TRACKING_URI"),
+            registry_uri=env.get("MLFLOW_REGISTRY_URI") or None,
+            model_names=names,
+            stage=env.get("MODEL_STAGE") or "Production",
+            alias=env.get("MODEL_ALIAS") or None,
+            cache_size=_number(env, "MODEL_CACHE_SIZE", 5, int),
+            update_interval=_number(env, "MODEL_UPDATE_INTERVAL", 60.0, float),
+            webhook_secret=env.get("HOTSWAP_WEBHOOK_SECRET") or None,
+            admin_token=env.get("HOTSWAP_ADMIN_TOKEN") or None,
+            max_body_bytes=_number(env, "HOTSWAP_MAX_BODY_BYTES", 10 * 1024 * 1024, int),
+            model_dir=env.get("HOTSWAP_MODEL_DIR") or None,
+        )
+
+
+def _required(env: Mapping[str, str], key: str) -> str:
+    value = env.get(key, "").strip()
+    if not value:
+        raise SettingsError(f"{key} is missing, and has no default.")
+    return value
+
+
+def _number(env: Mapping[str, str], key: str, default: float, kind: type) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number ({kind.__name__}), got {raw!r}.") from None

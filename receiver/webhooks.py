@@ -1,0 +1,94 @@
+"""Check an incoming notification: signature, freshness, replay. Says nothing of its content;
+the registry is the truth, so a notification only ever triggers a re-resolve."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from cachetools import TTLCache
+
+from mlflow_hotswap_plugin.signing import (
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify,
+)
+from receiver.errors import ApiError
+
+
+@dataclass(frozen=True)
+class Notification:
+    delivery_id: str | None
+    entity: str
+    action: str
+    data: dict[str, Any]
+
+    def model_names(self) -> set[str]:
+        """The registered model names this notification is about (a rename names two)."""
+        names = {self.data.get("name"), self.data.get("new_name")}
+        return {n for n in names if isinstance(n, str)}
+
+
+class WebhookVerifier:
+    def __init__(self, secret: str | None, max_age: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret
+        self._max_age = max_age
+        self._clock = clock
+        # Ids live as long as a timestamp stays acceptable, so a replay is either stale or seen.
+        self._seen: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=2 * max_age, timer=clock)
+        self._lock = threading.Lock()
+
+    def check(self, headers: Mapping[str, str], body: bytes) -> Notification | None:
+        """The notification, or None when this delivery id was already accepted.
+
+        Raises ApiError 401 for a missing, wrong or stale signature, 400 for a malformed body.
+        """
+        delivery_id = headers.get(DELIVERY_ID_HEADER)
+        timestamp = headers.get(TIMESTAMP_HEADER)
+        if self._secret is not None:
+            signature = headers.get(SIGNATURE_HEADER)
+            if not (delivery_id and timestamp and signature):
+                raise _unauthorized(f"The notification is not signed: {DELIVERY_ID_HEADER}, "
+                                    f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required.")
+            if not verify(self._secret, delivery_id, timestamp, body, signature):
+                raise _unauthorized("The notification's signature does not match.")
+        if timestamp is not None:
+            self._check_fresh(timestamp)
+        notification = _parse(delivery_id, body)
+        if delivery_id is not None:
+            with self._lock:
+                if delivery_id in self._seen:
+                    return None
+                self._seen[delivery_id] = True
+        return notification
+
+    def _check_fresh(self, timestamp: str) -> None:
+        try:
+            sent = float(timestamp)
+        except ValueError:
+            raise _unauthorized(f"{TIMESTAMP_HEADER} {timestamp!r} is not unix seconds.") from None
+        age = self._clock() - sent
+        if abs(age) > self._max_age:
+            raise _unauthorized(f"The notification's timestamp is {age:.0f}s off; at most "
+                                f"{self._max_age:.0f}s is accepted.")
+
+
+def _parse(delivery_id: str | None, body: bytes) -> Notification:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "BAD_REQUEST", "The notification body is not valid JSON.") from None
+    if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
+        raise ApiError(400, "BAD_REQUEST",
+                       "The notification must be an object with 'entity', 'action' and 'data'.")
+    return Notification(delivery_id, str(document.get("entity", "")),
+                        str(document.get("action", "")), document["data"])
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "UNAUTHENTICATED", message)
