@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.store.model_registry.file_store import FileStore
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+from mlflow_hotswap_plugin.events import Event
+from mlflow_hotswap_plugin.notifier import Notifier
+from mlflow_hotswap_plugin.settings import ConfigError, Settings
+from mlflow_hotswap_plugin.store import HotswapRegistryStore
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__(Settings(targets=("http://receiver.invalid/webhooks/mlflow",)))
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def taken(self) -> list[tuple[str, dict[str, str]]]:
+        taken = [(e.name, e.data) for e in self.events]
+        self.events.clear()
+        return taken
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> HotswapRegistryStore:
+    db = tmp_path_factory.mktemp("registry") / "mlflow.db"
+    return HotswapRegistryStore(f"hotswap+sqlite:///{db}", notifier=RecordingNotifier())
+
+
+@pytest.fixture
+def notes(store: HotswapRegistryStore) -> RecordingNotifier:
+    notifier = store.notifier
+    assert isinstance(notifier, RecordingNotifier)
+    notifier.events.clear()
+    return notifier
+
+
+def new_model(store: HotswapRegistryStore, name: str, versions: int) -> None:
+    store.create_registered_model(name)
+    for _ in range(versions):
+        store.create_model_version(name, source=f"/tmp/{name}/model")
+
+
+def transition(store: HotswapRegistryStore, name: str, version: str, stage: str,
+               archive: bool = False) -> object:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return store.transition_model_version_stage(name, version, stage, archive)
+
+
+def test_is_the_real_store_class(store: HotswapRegistryStore, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow checks isinstance(store, SqlAlchemyStore) (webhooks) and FileStore.
+    assert isinstance(store, SqlAlchemyStore) and isinstance(store, HotswapRegistryStore)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's own opt-in for file stores
+    file_store = HotswapRegistryStore(f"hotswap+file://{tmp_path}", notifier=RecordingNotifier())
+    assert isinstance(file_store, FileStore) and isinstance(file_store, HotswapRegistryStore)
+
+
+def test_rejects_uris_it_cannot_serve(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Not a hotswap registry URI"):
+        HotswapRegistryStore(f"sqlite:///{tmp_path}/x.db", notifier=RecordingNotifier())
+    with pytest.raises(MlflowException):
+        HotswapRegistryStore("hotswap+nosuchdb://x/y", notifier=RecordingNotifier())
+
+
+def test_bad_settings_fail_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="HOTSWAP_TIMEOUT"):
+        HotswapRegistryStore(f"hotswap+sqlite:///{tmp_path}/x.db",
+                             settings=Settings.from_env({"HOTSWAP_TIMEOUT": "soon"}))
+
+
+def test_stage_transition(store: HotswapRegistryStore, notes: RecordingNotifier) -> None:
+    new_model(store, "stages", 1)
+    result = transition(store, "stages", "1", "staging")
+    assert result.current_stage == "Staging"
+    transition(store, "stages", "1", "Production")
+    assert notes.taken() == [
+        ("model_version.stage_transitioned",
+         {"name": "stages", "version": "1", "from_stage": "None", "to_stage": "Staging"}),
+        ("model_version.stage_transitioned",
+         {"name": "stages", "version": "1", "from_stage": "Staging", "to_stage": "Production"}),
+    ]
+
+
+def test_archive_existing_versions_notifies_each_archived_version(
+        store: HotswapRegistryStore, notes: RecordingNotifier) -> None:
+    new_model(store, "archiving", 4)
+    transition(store, "archiving", "1", "Production")
+    transition(store, "archiving", "2", "Production")
+    transition(store, "archiving", "3", "Staging")
+    notes.taken()
+    transition(store, "archiving", "4", "Production", archive=True)
+    taken = notes.taken()
+    assert taken[0] == ("model_version.stage_transitioned",
+                        {"name": "archiving", "version": "4", "from_stage": "None",
+                         "to_stage": "Production"})
+    assert sorted(taken[1:], key=lambda item: item[1]["version"]) == [
+        ("model_version.stage_transitioned",
+         {"name": "archiving", "version": v, "from_stage": "Production", "to_stage": "Archived"})
+        for v in ("1", "2")]
+    stages = {str(mv.version): mv.current_stage
+              for mv in store.search_model_versions("name = 'archiving'")}
+    assert stages == {"1": "Archived", "2": "Archived", "3": "Staging", "4": "Production"}
+
+
+def test_names_with_quotes_still_find_archived_versions(
+        store: HotswapRegistryStore, notes: RecordingNotifier) -> None:
+    new_model(store, "it's", 2)
+    transition(store, "it's", "1", "Staging")
+    transition(store, "it's", "2", "Staging", archive=True)
+    assert [e[1]["version"] for e in notes.taken()] == ["1", "2", "1"]
+
+
+def test_aliases_and_deletions(store: HotswapRegistryStore, notes: RecordingNotifier) -> None:
+    new_model(store, "aliases", 2)
+    store.set_registered_model_alias("aliases", "champion", "2")
+    store.delete_registered_model_alias("aliases", "champion")
+    store.delete_model_version("aliases", "1")
+    store.rename_registered_model("aliases", "aliases2")
+    store.delete_registered_model("aliases2")
+    assert notes.taken() == [
+        ("model_version_alias.created", {"name": "aliases", "alias": "champion", "version": "2"}),
+        ("model_version_alias.deleted", {"name": "aliases", "alias": "champion"}),
+        ("model_version.deleted", {"name": "aliases", "version": "1"}),
+        ("registered_model.renamed", {"name": "aliases", "new_name": "aliases2"}),
+        ("registered_model.deleted", {"name": "aliases2"}),
+    ]
+
+
+def test_a_failed_call_emits_nothing(store: HotswapRegistryStore,
+                                     notes: RecordingNotifier) -> None:
+    new_model(store, "failing", 1)
+    failing_calls = [
+        lambda: transition(store, "failing", "9", "Production"),
+        lambda: transition(store, "failing", "1", "Archived", archive=True),
+        lambda: transition(store, "failing", "1", "Nowhere"),
+        lambda: store.set_registered_model_alias("failing", "champion", "9"),
+        lambda: store.delete_model_version("failing", "9"),
+        lambda: store.delete_registered_model("missing"),
+        lambda: store.rename_registered_model("missing", "other"),
+    ]
+    for call in failing_calls:
+        with pytest.raises(MlflowException):
+            call()
+    assert notes.taken() == []
+
+
+def test_a_notifier_that_raises_never_fails_the_call(store: HotswapRegistryStore,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(event: Event) -> None:
+        raise RuntimeError("notifier bug")
+
+    new_model(store, "robust", 1)
+    monkeypatch.setattr(store.notifier, "emit", broken)
+    assert transition(store, "robust", "1", "Production").current_stage == "Production"
+    store.set_registered_model_alias("robust", "champion", "1")
+    assert str(store.get_model_version_by_alias("robust", "champion").version) == "1"
