@@ -30,6 +30,9 @@ class Metrics:
             "hotswap_prediction_duration_seconds", "Time to score one request",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r)
+        self.registry_resolves = Counter(
+            "hotswap_registry_resolves", "Lookups of the followed stage or alias in MLflow",
+            registry=r)
         self.webhook_requests = Counter(
             "hotswap_webhook_requests", "Notifications received, by outcome", ["outcome"],
             registry=r)

@@ -133,6 +133,7 @@ class ModelUpdater:
         return result
 
     def _refresh(self, name: str, trigger: str) -> str:
+        self._metrics.registry_resolves.inc()
         version = self._registry.resolve(name)
         if version is None:
             logger.warning("No version of %s is at %s in MLflow; still serving version %s",

@@ -1,0 +1,140 @@
+"""The receiver follows a real MLflow registry and hot-swaps with zero failed requests."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from mlflow_hotswap_plugin import events
+from mlflow_hotswap_plugin.signing import (
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+)
+from tests.integration.conftest import metric, served_version
+from tests.support.load import PredictionLoad
+from tests.support.models import promote, register_sklearn_model, sample_rows
+from tests.support.waiting import wait_until
+
+SECRET = "integration-secret"
+
+
+def signed_post(url: str, body: bytes, secret: str = SECRET, timestamp: int | None = None,
+                delivery_id: str | None = None) -> requests.Response:
+    import time
+
+    delivery_id = delivery_id or str(uuid.uuid4())
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    headers = {"Content-Type": "application/json", DELIVERY_ID_HEADER: delivery_id,
+               TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(secret, delivery_id, ts, body)}
+    return requests.post(url + "/webhooks/mlflow", data=body, headers=headers, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def swap_model(plain_mlflow):
+    """`swapper`: v1 and v2 registered, v1 in Production."""
+    name = "swapper"
+    v1 = register_sklearn_model(plain_mlflow.url, name, seed=0)
+    v2 = register_sklearn_model(plain_mlflow.url, name, seed=1)
+    return name, v1, v2
+
+
+@pytest.mark.parametrize("how", ["reload", "webhook"])
+def test_promotion_under_load_fails_no_request(plain_mlflow, receivers, swap_model, how) -> None:
+    name, v1, v2 = swap_model
+    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600,
+                         HOTSWAP_WEBHOOK_SECRET=SECRET)
+    assert served_version(receiver) == v1
+    with PredictionLoad(receiver.url + "/invocations", sample_rows(3), clients=8) as load:
+        wait_until(lambda: load.count() > 50, timeout=30, message="load running")
+        promote(plain_mlflow.url, name, v2, archive_existing=True)
+        if how == "reload":
+            reply = requests.post(receiver.url + "/models/reload", timeout=60)
+            assert reply.json() == {**reply.json(), "status": "reloaded", "model_version": v2}
+        else:
+            body = events.stage_transitioned(name, v2, "None", "Production").to_json()
+            assert signed_post(receiver.url, body).status_code == 202
+        wait_until(lambda: load.versions()[v2] > 50, timeout=30, message="v2 answering")
+    assert load.failures() == []
+    assert set(load.versions()) == {v1, v2}
+    assert served_version(receiver) == v2
+    trigger = "manual" if how == "reload" else "webhook"
+    assert metric(receiver, "hotswap_model_reloads_total", {"trigger": trigger}) == 1
+    assert metric(receiver, "hotswap_model_version", {"model": name}) == float(v2)
+
+
+def test_rollback_is_served_from_the_cache(plain_mlflow, receivers, swap_model) -> None:
+    name, v1, v2 = swap_model
+    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600)
+    promote(plain_mlflow.url, name, v2, archive_existing=True)
+    assert requests.post(receiver.url + "/models/reload", timeout=60).json()["model_version"] == v2
+    misses = metric(receiver, "hotswap_model_cache_misses_total")
+    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    assert requests.post(receiver.url + "/models/reload", timeout=60).json()["model_version"] == v1
+    assert metric(receiver, "hotswap_model_cache_misses_total") == misses
+    assert metric(receiver, "hotswap_model_cache_hits_total") >= 1
+    # Reloading again with nothing changed is a no-op.
+    assert requests.post(receiver.url + "/models/reload", timeout=60).json()["status"] == "unchanged"
+
+
+def test_alias_following_swaps_when_the_alias_moves(plain_mlflow, receivers, swap_model) -> None:
+    name, v1, v2 = swap_model
+    client = MlflowClient(plain_mlflow.url)
+    client.set_registered_model_alias(name, "champion", v1)
+    receiver = receivers(plain_mlflow.url, name, MODEL_ALIAS="champion", MODEL_UPDATE_INTERVAL=600)
+    current = requests.get(receiver.url + "/models/current", timeout=5).json()
+    assert (current["version"], current["alias"]) == (v1, "champion")
+    client.set_registered_model_alias(name, "champion", v2)
+    body = events.alias_created(name, "champion", v2).to_json()
+    assert requests.post(receiver.url + "/webhooks/mlflow", data=body, timeout=5).status_code == 202
+    wait_until(lambda: served_version(receiver) == v2, timeout=30, message="alias swap")
+    reply = requests.post(receiver.url + "/invocations", json=sample_rows(), timeout=10)
+    assert reply.headers["X-Model-Version"] == v2
+
+
+def test_poll_catches_a_promotion_without_any_notification(plain_mlflow, receivers,
+                                                           swap_model) -> None:
+    name, v1, v2 = swap_model
+    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=2)
+    assert served_version(receiver) == v1
+    promote(plain_mlflow.url, name, v2, archive_existing=True)
+    wait_until(lambda: served_version(receiver) == v2, timeout=30, message="poll swap")
+    assert metric(receiver, "hotswap_model_reloads_total", {"trigger": "poll"}) == 1
+    assert metric(receiver, "hotswap_webhook_requests_total") == 0
+
+
+def test_forged_stale_and_replayed_notifications_change_nothing(plain_mlflow, receivers,
+                                                                swap_model) -> None:
+    name, v1, v2 = swap_model
+    promote(plain_mlflow.url, name, v2, archive_existing=True)
+    receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600,
+                         HOTSWAP_WEBHOOK_SECRET=SECRET)
+    body = events.stage_transitioned(name, v1, "Archived", "Production").to_json()
+    unsigned = requests.post(receiver.url + "/webhooks/mlflow", data=body, timeout=5)
+    forged = signed_post(receiver.url, body, secret="not-the-secret")
+    stale = signed_post(receiver.url, body, timestamp=1_600_000_000)
+    assert [r.status_code for r in (unsigned, forged, stale)] == [401, 401, 401]
+    assert unsigned.json()["error_code"] == "UNAUTHENTICATED"
+    assert metric(receiver, "hotswap_webhook_requests_total", {"outcome": "rejected"}) == 3
+
+    # Validly signed, but naming an old version: the registry still says v2, so v2 it stays.
+    delivery = str(uuid.uuid4())
+    resolves = metric(receiver, "hotswap_registry_resolves_total")
+    assert signed_post(receiver.url, body, delivery_id=delivery).json()["status"] == "accepted"
+    replay = signed_post(receiver.url, body, delivery_id=delivery)
+    assert (replay.status_code, replay.json()["status"]) == (202, "duplicate")
+    wait_until(lambda: metric(receiver, "hotswap_registry_resolves_total") == resolves + 1,
+               timeout=30, message="the accepted notification's re-resolve")
+    assert served_version(receiver) == v2
+    assert metric(receiver, "hotswap_model_reloads_total", {"trigger": "webhook"}) == 0
+
+    other = events.stage_transitioned("some_other_model", "1", "None", "Production").to_json()
+    assert signed_post(receiver.url, other).json()["status"] == "ignored"
+

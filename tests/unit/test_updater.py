@@ -1,0 +1,192 @@
+"""ModelUpdater with a fake registry: swaps, coalescing, failures and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.loader import FastModelLoader
+from receiver.metrics import Metrics
+from receiver.registry import LoadedModel
+from receiver.settings import Settings
+from receiver.updater import ABSENT, FAILED, RELOADED, UNCHANGED, ModelUpdater
+
+
+class FakeRegistry:
+    """Stands in for MLflow: a settable pointer, counted resolves, loads that can fail or block."""
+
+    def __init__(self) -> None:
+        self.pointer: str | None = "1"
+        self.broken: set[str] = set()
+        self.unreachable = False
+        self.resolves = 0
+        self.loads: list[str] = []
+        self.released: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def resolve(self, name: str) -> str | None:
+        self.resolves += 1
+        self.gate.wait(timeout=10)
+        if self.unreachable:
+            raise ConnectionError("MLflow is down")
+        return self.pointer
+
+    def load(self, name: str, version: str) -> LoadedModel:
+        self.loads.append(version)
+        if version in self.broken:
+            raise RuntimeError(f"version {version} is broken")
+        return LoadedModel(name=name, version=version, pyfunc=None,  # type: ignore[arg-type]
+                           input_schema=None, local_path=Path("/nonexistent"), run_id=None,
+                           load_seconds=0.0)
+
+    def release(self, model: LoadedModel) -> None:
+        self.released.append(model.version)
+
+
+def make(registry: FakeRegistry, **overrides: Any) -> tuple[ModelUpdater, Metrics]:
+    settings = Settings(tracking_uri="http://unused", model_names=("m",),
+                        **{"update_interval": 600.0, "cache_size": 2, **overrides})
+    metrics = Metrics()
+    holder: dict[str, ModelUpdater] = {}
+    loader: FastModelLoader[tuple[str, str], LoadedModel] = FastModelLoader(
+        lambda key: registry.load(*key), settings.cache_size, metrics,
+        on_evict=lambda key, model: holder["u"].on_evict(key, model))
+    updater = ModelUpdater(settings, registry, loader, metrics)  # type: ignore[arg-type]
+    holder["u"] = updater
+    return updater, metrics
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout=20))
+
+
+def test_startup_loads_then_a_trigger_swaps_and_counts() -> None:
+    registry = FakeRegistry()
+    updater, metrics = make(registry)
+
+    async def scenario() -> None:
+        await updater.start()
+        result = await updater.trigger("manual")  # joins the startup run or follows it
+        assert updater.served("m").version == "1"
+        registry.pointer = "2"
+        result = await updater.trigger("webhook")
+        assert result.status == {"m": RELOADED}
+        assert updater.served("m").version == "2"
+        result = await updater.trigger("manual")
+        assert result.status == {"m": UNCHANGED}
+        await updater.stop()
+
+    run(scenario())
+    assert metrics.registry.get_sample_value("hotswap_model_version", {"model": "m"}) == 2
+    assert metrics.registry.get_sample_value(
+        "hotswap_model_reloads_total", {"trigger": "webhook"}) == 1
+
+
+def test_triggers_during_a_refresh_coalesce_into_one_more() -> None:
+    registry = FakeRegistry()
+    updater, _ = make(registry)
+
+    async def scenario() -> None:
+        await updater.start()
+        await updater.trigger("manual")
+        before = registry.resolves
+        registry.gate.clear()  # the next refresh blocks inside resolve
+        first = updater.trigger("webhook")
+        while registry.resolves == before:  # the refresh has started and is blocked
+            await asyncio.sleep(0.01)
+        storm = [updater.trigger("webhook") for _ in range(1000)]
+        assert all(f is storm[0] for f in storm) and storm[0] is not first
+        registry.gate.set()
+        await first
+        await storm[0]
+        assert registry.resolves - before == 2
+        await updater.stop()
+
+    run(scenario())
+
+
+def test_a_broken_version_keeps_the_current_model_and_is_retried() -> None:
+    registry = FakeRegistry()
+    updater, metrics = make(registry, retry_delays=(0.05, 0.05))
+
+    async def scenario() -> None:
+        await updater.start()
+        await updater.trigger("manual")
+        registry.pointer, registry.broken = "3", {"3"}
+        result = await updater.trigger("webhook")
+        assert result.status == {"m": FAILED} and "broken" in result.errors["m"]
+        assert updater.served("m").version == "1"
+        # The retry happens on its own, well before the 600 s poll.
+        while registry.loads.count("3") < 2:
+            await asyncio.sleep(0.01)
+        registry.broken.clear()
+        while updater.served("m").version != "3":
+            await asyncio.sleep(0.01)
+        await updater.stop()
+
+    run(scenario())
+    assert metrics.registry.get_sample_value("hotswap_model_update_errors_total") >= 2
+
+
+def test_mlflow_unreachable_keeps_serving_and_reports_the_error() -> None:
+    registry = FakeRegistry()
+    updater, metrics = make(registry)
+
+    async def scenario() -> None:
+        await updater.start()
+        await updater.trigger("manual")
+        registry.unreachable = True
+        result = await updater.trigger("poll")
+        assert result.status == {"m": FAILED}
+        assert updater.served("m").version == "1"
+        assert "MLflow is down" in (updater.last_error or "")
+        await updater.stop()
+
+    run(scenario())
+
+
+def test_nothing_at_the_stage_keeps_the_current_model() -> None:
+    registry = FakeRegistry()
+    updater, _ = make(registry)
+
+    async def scenario() -> None:
+        await updater.start()
+        await updater.trigger("manual")
+        registry.pointer = None
+        result = await updater.trigger("manual")
+        assert result.status == {"m": ABSENT}
+        assert updater.served("m").version == "1"
+        await updater.stop()
+
+    run(scenario())
+
+
+def test_rollback_is_a_cache_hit_and_evicted_versions_are_released() -> None:
+    registry = FakeRegistry()
+    updater, metrics = make(registry)
+
+    async def scenario() -> None:
+        await updater.start()
+        for version in ["1", "2", "1", "3"]:
+            registry.pointer = version
+            await updater.trigger("manual")
+            assert updater.served("m").version == version
+        await updater.stop()
+
+    run(scenario())
+    assert registry.loads == ["1", "2", "3"]  # going back to 1 loaded nothing
+    assert metrics.registry.get_sample_value("hotswap_model_cache_hits_total") == 1
+    assert registry.released == ["2"]  # cache of 2: loading 3 evicted the least recent, 2
+
+
+@pytest.mark.parametrize("failures, expected", [(1, 5.0), (2, 10.0), (3, 30.0), (4, 60.0),
+                                                (9, 60.0)])
+def test_retry_backoff_follows_design(failures: int, expected: float) -> None:
+    updater, _ = make(FakeRegistry())
+    updater._consecutive_failures = failures
+    assert updater._delay() == expected

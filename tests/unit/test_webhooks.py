@@ -1,0 +1,106 @@
+"""Signature, freshness and replay checks on incoming notifications."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from mlflow_hotswap_plugin import events
+from mlflow_hotswap_plugin.signing import (
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+    verify,
+)
+from receiver.errors import ApiError
+from receiver.webhooks import WebhookVerifier
+
+SECRET = "s3cret"
+NOW = 1_800_000_000.0
+
+
+def signed(body: bytes, secret: str = SECRET, timestamp: float = NOW,
+           delivery_id: str | None = None) -> dict[str, str]:
+    delivery_id = delivery_id or str(uuid.uuid4())
+    ts = str(int(timestamp))
+    return {DELIVERY_ID_HEADER: delivery_id, TIMESTAMP_HEADER: ts,
+            SIGNATURE_HEADER: sign(secret, delivery_id, ts, body)}
+
+
+BODY = events.stage_transitioned("fraud", "2", "Staging", "Production").to_json()
+
+
+def verifier(secret: str | None = SECRET) -> WebhookVerifier:
+    return WebhookVerifier(secret, max_age=300, clock=lambda: NOW)
+
+
+def test_signature_matches_mlflow_native_algorithm() -> None:
+    # MLflow's own implementation, as in mlflow/webhooks/delivery.py.
+    from mlflow.webhooks.delivery import _generate_hmac_signature
+
+    payload = json.dumps({"entity": "model_version_alias", "action": "created", "data": {}})
+    theirs = _generate_hmac_signature(SECRET, "id-1", "1700000000", payload)
+    assert sign(SECRET, "id-1", "1700000000", payload.encode()) == theirs
+    assert verify(SECRET, "id-1", "1700000000", payload.encode(), theirs)
+
+
+def test_valid_notification_is_accepted_and_names_its_model() -> None:
+    notification = verifier().check(signed(BODY), BODY)
+    assert notification is not None
+    assert (notification.entity, notification.action) == ("model_version", "stage_transitioned")
+    assert notification.model_names() == {"fraud"}
+
+
+def test_rename_names_both_models() -> None:
+    body = events.model_renamed("old", "new").to_json()
+    notification = verifier().check(signed(body), body)
+    assert notification is not None and notification.model_names() == {"old", "new"}
+
+
+@pytest.mark.parametrize("headers", [
+    {},  # unsigned
+    signed(BODY, secret="wrong"),
+    {**signed(BODY), SIGNATURE_HEADER: "v1,AAAA"},
+    {k: v for k, v in signed(BODY).items() if k != TIMESTAMP_HEADER},
+])
+def test_forged_or_unsigned_is_401(headers: dict[str, str]) -> None:
+    with pytest.raises(ApiError) as caught:
+        verifier().check(headers, BODY)
+    assert caught.value.status == 401
+
+
+def test_tampered_body_is_401() -> None:
+    headers = signed(BODY)
+    tampered = BODY.replace(b'"2"', b'"1"')
+    with pytest.raises(ApiError) as caught:
+        verifier().check(headers, tampered)
+    assert caught.value.status == 401
+
+
+@pytest.mark.parametrize("age", [301, -301, 3600])
+def test_stale_or_future_timestamps_are_401(age: float) -> None:
+    with pytest.raises(ApiError) as caught:
+        verifier().check(signed(BODY, timestamp=NOW - age), BODY)
+    assert caught.value.status == 401
+    assert "timestamp" in caught.value.message
+
+
+def test_a_replayed_delivery_is_a_no_op() -> None:
+    check = verifier()
+    headers = signed(BODY)
+    assert check.check(headers, BODY) is not None
+    assert check.check(headers, BODY) is None
+
+
+def test_without_a_secret_unsigned_notifications_are_accepted() -> None:
+    assert verifier(secret=None).check({}, BODY) is not None
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[]", b'{"entity": "x"}'])
+def test_signed_but_malformed_body_is_400(raw: bytes) -> None:
+    with pytest.raises(ApiError) as caught:
+        verifier().check(signed(raw), raw)
+    assert caught.value.status == 400
