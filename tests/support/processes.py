@@ -67,16 +67,20 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path, host
     url = f"http://{host}:{port}"
     server = ServerProcess(name, url, popen, log_path, port, host, env)
 
-    def ready() -> bool:
+    def ready_or_exited() -> bool:
+        # wait_until takes exceptions as "not yet": an exit has to end the wait by returning.
         if not server.alive():
-            raise RuntimeError(f"{name} exited with {popen.returncode}:\n{server.log()[-4000:]}")
+            return True
         return requests.get(url + health_path, timeout=1).status_code < 500
 
     try:
-        wait_until(ready, timeout=timeout, interval=0.1, message=f"{name} ready at {url}")
+        wait_until(ready_or_exited, timeout=timeout, interval=0.1,
+                   message=f"{name} ready at {url}")
     except BaseException:
         server.stop()
         raise RuntimeError(f"{name} did not start; log:\n{server.log()[-4000:]}") from None
+    if not server.alive():
+        raise RuntimeError(f"{name} exited with {popen.returncode}:\n{server.log()[-4000:]}")
     return server
 
 
