@@ -4,6 +4,7 @@ downloading, loading and warming up one model version. Blocking: call from worke
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -52,8 +53,19 @@ def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code in _NOT_FOUND_CODES
 
 
+# MLflow's client retries a failed call for minutes by default; the updater has its own
+# back-off (5, 10, 30, 60 s), so a call fails fast and the updater decides. Users may override.
+_MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
 class Registry:
     def __init__(self, settings: Settings) -> None:
+        for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         self._settings = settings
         self._client = MlflowClient(settings.tracking_uri, settings.registry_uri)
         root = settings.model_dir or tempfile.mkdtemp(prefix="hotswap-models-")
