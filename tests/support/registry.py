@@ -102,7 +102,7 @@ def _connect(dsn: str) -> Any:
 
 @contextmanager
 def postgres_database() -> Iterator[str]:
-    """Create `hotswap_test_<random>` and yield its SQLAlchemy URI; drop it afterwards."""
+    """Create `hotswap_test_<random>`, yield its SQLAlchemy URI (psycopg2); drop it afterwards."""
     name = f"hotswap_test_{secrets.token_hex(4)}"
     admin = _connect(POSTGRES_ADMIN_DSN)
     params = admin.get_dsn_parameters()
@@ -110,7 +110,7 @@ def postgres_database() -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
         user, host, port = params.get("user", "postgres"), params["host"], params["port"]
-        yield f"postgresql://{user}@{host}:{port}/{name}"
+        yield f"postgresql+psycopg2://{user}@{host}:{port}/{name}"
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
