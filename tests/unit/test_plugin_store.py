@@ -163,3 +163,13 @@ def test_a_notifier_that_raises_never_fails_the_call(store: HotswapRegistryStore
     assert transition(store, "robust", "1", "Production").current_stage == "Production"
     store.set_registered_model_alias("robust", "champion", "1")
     assert str(store.get_model_version_by_alias("robust", "champion").version) == "1"
+
+
+@pytest.mark.parametrize("scheme", [
+    "hotswap+sqlite", "hotswap+postgresql", "hotswap+postgresql+psycopg2", "hotswap+mysql",
+    "hotswap+mysql+pymysql", "hotswap+mssql", "hotswap+mssql+pyodbc", "hotswap+file"])
+def test_mlflow_finds_the_plugin_for_each_scheme(scheme: str) -> None:
+    from mlflow.tracking._model_registry.utils import _get_store_registry
+
+    builder = _get_store_registry().get_store_builder(f"{scheme}://host/db")
+    assert builder is HotswapRegistryStore
