@@ -12,11 +12,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import requests
 from mlflow import MlflowClient
 
 from examples.train_model import (FEATURES, make_transactions, promote, register, sample_request,
                                   train)
-from tests.support.processes import ServerProcess, start_mlflow_server
+from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "train_model.py"
@@ -107,3 +109,30 @@ def test_a_second_seed_gives_a_different_model_and_promotion_archives_the_first(
     v2 = mlflow.sklearn.load_model(f"models:/{name}/Production").predict_proba(rows)[:, 1]
     assert not np.allclose(v1, v2)
     assert body["columns"] == list(FEATURES) and len(body["data"]) == 50
+
+
+def test_the_receiver_serves_the_example_model_to_json_clients(
+        mlflow_server: ServerProcess, tmp_path: Path) -> None:
+    name = "fraud_served"
+    frame, labels = make_transactions(5_000, seed=1)
+    version = register(train(frame, labels, n_estimators=10), name, mlflow_server.url).version
+    promote(name, version, "Production", mlflow_server.url)
+    # The same variable docker-compose.yml and k8s/receiver.yaml set for the receiver.
+    receiver = start_receiver(tmp_path, mlflow_server.url, name,
+                              env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})
+    try:
+        wait_until(lambda: requests.get(f"{receiver.url}/health/ready", timeout=2).ok,
+                   timeout=60, message="receiver ready")
+        split = requests.post(f"{receiver.url}/invocations", json=sample_request(5), timeout=10)
+        # Whole numbers, as a person types them with curl, fit the float64 signature.
+        record = {feature: 1 for feature in FEATURES}
+        records = requests.post(f"{receiver.url}/invocations",
+                                json={"dataframe_records": [record]}, timeout=10)
+    finally:
+        receiver.stop()
+
+    assert split.status_code == 200, split.text
+    assert split.headers["X-Model-Version"] == version
+    assert len(split.json()["predictions"]) == 5
+    assert records.status_code == 200, records.text
+    assert records.json()["predictions"][0] in (0, 1)
