@@ -1,0 +1,38 @@
+"""What a part hands to the report: figures next to their targets, tables, notes, commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    target: str = ""
+    met: bool | None = None  # None: no target, or not applicable
+
+    @property
+    def verdict(self) -> str:
+        return {True: "met", False: "**missed**", None: ""}[self.met]
+
+
+@dataclass
+class PartResult:
+    number: int
+    title: str
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # Markdown, rendered as given
+    notes: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+    def add(self, name: str, value: str, target: str = "", met: bool | None = None) -> None:
+        self.figures.append(Figure(name, value, target, met))
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
