@@ -124,7 +124,8 @@ def test_a_failed_change_pushes_nothing(server: ServerProcess, capture: CaptureS
     response = requests.post(f"{server.url}/ajax-api/2.0/mlflow/registered-models/alias",
                              json={"name": "failing", "alias": "a", "version": "7"}, timeout=30)
     assert response.status_code == 404
-    # Deliveries keep their order per target; a later change marks when the failed ones were due.
+    # Had the failed calls emitted, those deliveries would have been queued before this one
+    # and, with nothing to retry, would have arrived by the time it does.
     ui_transition(server.url, "failing", "1", "Staging")
     capture.wait_for(TRANSITIONED, of_model("failing"))
     assert [d.data for d in capture.deliveries if d.data.get("name") == "failing"] == [
