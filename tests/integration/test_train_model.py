@@ -71,8 +71,8 @@ def test_cli_registers_promotes_sets_alias_and_the_model_predicts(
     assert predictions.shape == (40,)
     assert set(np.unique(predictions)) <= {0, 1}
     # The stage reference resolves to the same version the alias does.
-    assert mlflow.pyfunc.load_model(f"models:/{name}/Production").metadata.run_id == \
-        model.metadata.run_id
+    by_stage = mlflow.pyfunc.load_model(f"models:/{name}/Production")
+    assert by_stage.metadata.run_id == model.metadata.run_id
 
 
 def test_cli_reads_tracking_uri_from_environment_and_promotes_to_another_stage(

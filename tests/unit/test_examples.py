@@ -237,13 +237,13 @@ def test_sample_request_is_a_dataframe_split_body_with_the_features() -> None:
 
 
 def test_cli_defaults_and_stage_flags() -> None:
-    args = train_model._parse_args(["--stage", "Staging", "--alias", "a", "--alias", "b"])
+    args = train_model.parse_args(["--stage", "Staging", "--alias", "a", "--alias", "b"])
 
     assert args.model_name == "fraud_detection_model" and args.n_estimators == 50
     assert args.stage == "Staging" and args.alias == ["a", "b"] and args.archive_existing
-    assert not train_model._parse_args(["--no-archive-existing"]).archive_existing
+    assert not train_model.parse_args(["--no-archive-existing"]).archive_existing
     with pytest.raises(SystemExit):
-        train_model._parse_args(["--n-estimators", "0"])
+        train_model.parse_args(["--n-estimators", "0"])
 
 
 # --- docker-compose.yml --------------------------------------------------------------------
@@ -285,8 +285,7 @@ def test_compose_receiver_environment_is_what_the_receiver_reads(
     env = service(compose, "receiver")["environment"]
 
     settings, read = receiver_settings(env)
-    assert RECEIVER_VARS <= read, f"DESIGN.md names variables the receiver never reads: " \
-                                  f"{sorted(RECEIVER_VARS - read)}"
+    assert RECEIVER_VARS <= read, f"in DESIGN.md, never read: {sorted(RECEIVER_VARS - read)}"
     check_environment_is_read(env, read)
     assert settings.model_names == (train_model.DEFAULT_MODEL_NAME,)
     assert settings.stage == "Production" and settings.alias is None
@@ -310,8 +309,8 @@ def test_compose_mlflow_server_uses_the_plugin_on_postgres(
 
     registry = urlsplit(check_registry_uri(params).removeprefix("hotswap+"))
     postgres_env = service(compose, "postgres")["environment"]
-    assert registry.scheme == "postgresql" and (registry.hostname, registry.port) == \
-        ("postgres", 5432)
+    assert registry.scheme == "postgresql"
+    assert (registry.hostname, registry.port) == ("postgres", 5432)
     assert (registry.username, registry.password, registry.path) == (
         postgres_env["POSTGRES_USER"], postgres_env["POSTGRES_PASSWORD"],
         "/" + postgres_env["POSTGRES_DB"])
@@ -360,8 +359,8 @@ def test_compose_grafana_provisions_prometheus_and_the_dashboard(compose: dict[s
     (datasource,) = yaml.safe_load(
         (provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
     url = urlsplit(datasource["url"])
-    assert url.hostname == "prometheus" and url.port in container_ports(service(compose,
-                                                                                "prometheus"))
+    prometheus_ports = container_ports(service(compose, "prometheus"))
+    assert url.hostname == "prometheus" and url.port in prometheus_ports
     (provider,) = yaml.safe_load(
         (provisioning / "dashboards" / "hotswap.yml").read_text())["providers"]
     dashboard_target = mounts["./grafana-dashboard.json"]
@@ -373,9 +372,9 @@ def test_compose_trainer_runs_train_model_against_the_server(compose: dict[str, 
     python, script, *args = trainer["entrypoint"]
 
     assert python == "python" and (ROOT / script).is_file()
-    parsed = train_model._parse_args([*args, *trainer["command"]])
-    assert parsed.promote and parsed.model_name == \
-        service(compose, "receiver")["environment"]["MODEL_NAME"]
+    parsed = train_model.parse_args([*args, *trainer["command"]])
+    receiver_model = service(compose, "receiver")["environment"]["MODEL_NAME"]
+    assert parsed.promote and parsed.model_name == receiver_model
 
 
 def test_compose_services_depend_on_services_and_build_from_the_repository(
@@ -384,9 +383,9 @@ def test_compose_services_depend_on_services_and_build_from_the_repository(
     for name, svc in services.items():
         for dependency in svc.get("depends_on", []):
             assert dependency in services, f"{name} depends on unknown {dependency}"
-            condition = svc["depends_on"][dependency]["condition"] \
-                if isinstance(svc["depends_on"], dict) else None
-            if condition == "service_healthy":
+            wants_healthy = isinstance(svc["depends_on"], dict) and \
+                svc["depends_on"][dependency]["condition"] == "service_healthy"
+            if wants_healthy:
                 assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
         if "build" in svc:
             context = (EXAMPLES / svc["build"]["context"]).resolve()
@@ -411,7 +410,8 @@ def test_dockerfile_copies_paths_that_exist_and_installs_known_extras(
             for source in sources:
                 assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
     extras = set(setup_cfg()["options.extras_require"])
-    installs = " ".join(rest for kind, rest in instructions if kind == "RUN" and "pip install" in rest)
+    installs = " ".join(rest for kind, rest in instructions
+                        if kind == "RUN" and "pip install" in rest)
     for wanted in re.findall(r"\.\[([\w,-]+)\]", installs):
         assert set(wanted.split(",")) <= extras
     assert "postgres" in installs and "scikit-learn" in installs
@@ -581,7 +581,7 @@ def test_k8s_train_job_runs_train_model() -> None:
     python, script, *args = only_container(job)["command"]
 
     assert python == "python" and (ROOT / script).is_file()
-    assert train_model._parse_args(args).promote
+    assert train_model.parse_args(args).promote
 
 
 # --- Grafana dashboard ---------------------------------------------------------------------
