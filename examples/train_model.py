@@ -34,7 +34,7 @@ DEFAULT_N_ESTIMATORS = 50
 MAX_DEPTH = 12  # enough for the signal; deeper trees only memorise noise and load slower
 FRAUD_RATE = 0.02
 # MLflow saves scikit-learn models with skops, which refuses types it has not been told to
-# trust; a forest's trees are one. Loading still needs MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true.
+# trust; a forest's trees are one.
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 
 FEATURES: tuple[str, ...] = (

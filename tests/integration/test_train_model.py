@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -27,19 +26,10 @@ SCRIPT = ROOT / "examples" / "train_model.py"
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("mlflow")
-    backend = f"sqlite:///{workdir / 'mlflow.db'}"
-    # Through the plugin once it exists (no targets: a pass-through), else the plain store.
-    has_plugin = importlib.util.find_spec("mlflow_hotswap_plugin.store") is not None
-    server = start_mlflow_server(workdir, backend_uri=backend,
-                                 registry_uri=f"hotswap+{backend}" if has_plugin else backend)
+    # Through the plugin with no targets: a pass-through.
+    server = start_mlflow_server(workdir)
     yield server
     server.stop()
-
-
-@pytest.fixture(autouse=True)
-def allow_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    # MLflow 3.17 refuses to deserialize any scikit-learn model without this flag.
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
 
 
 def run_script(*args: str, env: dict[str, str] | None = None) -> str:
@@ -117,9 +107,7 @@ def test_the_receiver_serves_the_example_model_to_json_clients(
     frame, labels = make_transactions(5_000, seed=1)
     version = register(train(frame, labels, n_estimators=10), name, mlflow_server.url).version
     promote(name, version, "Production", mlflow_server.url)
-    # The same variable docker-compose.yml and k8s/receiver.yaml set for the receiver.
-    receiver = start_receiver(tmp_path, mlflow_server.url, name,
-                              env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})
+    receiver = start_receiver(tmp_path, mlflow_server.url, name)
     try:
         wait_until(lambda: requests.get(f"{receiver.url}/health/ready", timeout=2).ok,
                    timeout=60, message="receiver ready")
