@@ -138,3 +138,20 @@ def test_forged_stale_and_replayed_notifications_change_nothing(plain_mlflow, re
     other = events.stage_transitioned("some_other_model", "1", "None", "Production").to_json()
     assert signed_post(receiver.url, other).json()["status"] == "ignored"
 
+
+
+def test_several_models_are_served_side_by_side(plain_mlflow, receivers, swap_model) -> None:
+    name, v1, _ = swap_model
+    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    other = "sidekick"
+    other_version = register_sklearn_model(plain_mlflow.url, other, seed=5)
+    promote(plain_mlflow.url, other, other_version)
+    receiver = receivers(plain_mlflow.url, f"{name},{other}", MODEL_UPDATE_INTERVAL=600)
+    wait_until(lambda: served_version(receiver, other) == other_version, timeout=30)
+    default = requests.post(receiver.url + "/invocations", json=sample_rows(), timeout=10)
+    second = requests.post(f"{receiver.url}/models/{other}/invocations", json=sample_rows(),
+                           timeout=10)
+    assert (default.headers["X-Model-Name"], default.headers["X-Model-Version"]) == (name, v1)
+    assert (second.headers["X-Model-Name"], second.headers["X-Model-Version"]) == (
+        other, other_version)
+    assert metric(receiver, "hotswap_model_version", {"model": other}) == float(other_version)
