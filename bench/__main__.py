@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where servers keep their data (default: a fresh temp folder)")
+    parser.add_argument("--receiver-src", type=Path, default=None,
+                        help="run receivers from this folder's receiver/ package instead "
+                             "(to measure a candidate change before it lands)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install wrk when it is missing")
     args = parser.parse_args(argv)
@@ -81,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     wrk_status = ensure_wrk(install=not (args.no_install or args.smoke))
 
+    load_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     began = time.perf_counter()
     started_at = datetime.datetime.now(datetime.timezone.utc)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hotswap-bench-"))
-    stack = Stack(cfg, workdir)
+    stack = Stack(cfg, workdir, receiver_src=args.receiver_src.resolve()
+                  if args.receiver_src else None)
     results: list[PartResult] = []
     print(f"==> bench ({'smoke' if args.smoke else 'full'}) in {workdir}", flush=True)
     try:
@@ -117,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
     total = time.perf_counter() - began
     bench_cmd = "python -m bench" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
-    text = render(results, cfg=cfg, machine=machine(), started_at=started_at, total=total,
-                  command=bench_cmd, wrk_status=wrk_status, setup=stack.setup_seconds,
+    text = render(results, cfg=cfg, machine={**machine(), "loadavg_start": load_at_start}, started_at=started_at, total=total,
+                  command=bench_cmd, wrk_status=wrk_status, receiver_src=args.receiver_src, setup=stack.setup_seconds,
                   commands={**commands,
                             "mlflow models serve": shlex.join(stack.baseline_argv("<V>", 0))
                             .replace("--port 0", "--port <port>")})

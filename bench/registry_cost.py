@@ -15,6 +15,7 @@ from bench.config import Config
 from bench.result import PartResult, table
 from bench.stack import MODEL_NAME, SECRET, Stack
 from bench.stats import ms, percentile
+from tests.support.capture import capture_server
 from tests.support.waiting import free_port
 
 PATH = "/api/2.0/mlflow/model-versions/transition-stage"
@@ -27,7 +28,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     hung.bind(("127.0.0.1", 0))
     hung.listen(1024)  # never accepted: connections wait in the backlog, requests time out
     hung_url = f"http://127.0.0.1:{hung.getsockname()[1]}/webhooks/mlflow"
-    with closing(hung):
+    with closing(hung), capture_server(secret=SECRET) as answering:
         plugin = f"hotswap+{stack.backend_uri}"
         specs = {
             "plain store": (stack.backend_uri, {}),
@@ -35,6 +36,10 @@ def run(stack: Stack, cfg: Config) -> PartResult:
                                                 "HOTSWAP_WEBHOOK_SECRET": SECRET}),
         }
         if not cfg.smoke:
+            # Targets that answer 202 at once and never call MLflow back: the plugin's own
+            # cost, without the receivers' re-resolves landing on the same server and cores.
+            specs["plugin, targets answer 202 (no re-resolve)"] = (
+                plugin, {"HOTSWAP_TARGETS": answering.url, "HOTSWAP_WEBHOOK_SECRET": SECRET})
             specs["plugin, receivers hung"] = (plugin, {"HOTSWAP_TARGETS": hung_url,
                                                         "HOTSWAP_WEBHOOK_SECRET": SECRET})
         servers = stack.start_extra_mlflow(specs)
@@ -74,7 +79,9 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     result.notes += [
         f"`POST {PATH}` with `requests`, one kept-alive session per server; the servers take "
         "turns call by call (order alternating), all on the same SQLite database.",
-        "Up: the two receivers of parts 1-3 (they re-resolve on every notification). Down: two "
+        "Up: the two receivers of parts 1-3, which re-resolve on every notification against "
+        "this same one-worker MLflow server on the same 2 cores, so their lookups compete "
+        "with the next call; 'answer 202' isolates the plugin itself. Down: two "
         "closed ports (refused, retried with back-off). Hung: a socket that never accepts "
         "(each delivery waits out HOTSWAP_TIMEOUT=5 s).",
     ]

@@ -10,7 +10,8 @@ from bench.result import PartResult, table
 
 def render(results: list[PartResult], *, cfg: Config, machine: dict[str, str],
            started_at: datetime.datetime, total: float, command: str, wrk_status: str,
-           setup: dict[str, float], commands: dict[str, str]) -> str:
+           setup: dict[str, float], commands: dict[str, str],
+           receiver_src: object = None) -> str:
     out: list[str] = []
     kind = "smoke run (a few seconds per part: figures prove it runs, not how fast)" \
         if cfg.smoke else "full run"
@@ -19,7 +20,9 @@ def render(results: list[PartResult], *, cfg: Config, machine: dict[str, str],
         "",
         f"- Date: {started_at:%Y-%m-%d %H:%M} UTC; {kind}; took {total / 60:.1f} min",
         f"- Machine: `nproc` = {machine['nproc']}, CPU: {machine['cpu']}, "
-        f"memory {machine['memory']}",
+        f"memory {machine['memory']}; load average {machine.get('loadavg_start', '?')} at the "
+        f"start, {machine['loadavg']} at the end (anything else running on the 2 cores moves "
+        "the figures)",
         f"- Software: Python {machine['python']}, MLflow {machine['mlflow']}, "
         f"scikit-learn {machine['scikit-learn']}, uvicorn {machine['uvicorn']}, "
         f"{machine['wrk']} ({wrk_status})",
@@ -27,6 +30,8 @@ def render(results: list[PartResult], *, cfg: Config, machine: dict[str, str],
         f"{cfg.n_estimators} trees, 20 features, trained on {cfg.train_rows:,} rows; "
         f"{cfg.versions} versions (seeds 1-{cfg.versions}) registered through the plugin",
         "- Everything on 127.0.0.1; every load run bounded in time.",
+        *([f"- **Receivers run from `{receiver_src}`, not this checkout's `receiver/`.**"]
+          if receiver_src else []),
         "",
         "## Commands",
         "",

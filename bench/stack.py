@@ -59,6 +59,8 @@ class Stack:
     baseline: ServerProcess | None = None
     baseline_version: str | None = None
     extra: list[ServerProcess] = field(default_factory=list)
+    # Run receivers from another source tree (a candidate change), not this checkout's.
+    receiver_src: Path | None = None
     setup_seconds: dict[str, float] = field(default_factory=dict)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -159,9 +161,21 @@ class Stack:
         """Start several receivers at once (each takes seconds to import MLflow)."""
         def start(role: str) -> tuple[str, ServerProcess]:
             port = self.receiver_ports.setdefault(role, free_port())
-            process = start_receiver(self.workdir, self.tracking_uri, MODEL_NAME,
-                                     env=self.receiver_env(specs[role]), port=port,
-                                     log_name=f"receiver-{role}.log")
+            env = self.receiver_env(specs[role])
+            if self.receiver_src is None:
+                process = start_receiver(self.workdir, self.tracking_uri, MODEL_NAME, env=env,
+                                         port=port, log_name=f"receiver-{role}.log")
+            else:
+                argv = [sys.executable, "-c",
+                        "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                        "from receiver.__main__ import main; sys.exit(main(sys.argv[1:]))",
+                        str(self.receiver_src), "--host", "127.0.0.1", "--port", str(port)]
+                process = _spawn("receiver", argv,
+                                 {**os.environ, "PYTHONUNBUFFERED": "1", **env,
+                                  "MLFLOW_TRACKING_URI": self.tracking_uri,
+                                  "MODEL_NAME": MODEL_NAME},
+                                 self.workdir / f"receiver-{role}.log", "127.0.0.1", port,
+                                 "/health/live", 90)
             return role, process
 
         with ThreadPoolExecutor(len(specs)) as pool:
@@ -276,6 +290,7 @@ def machine() -> dict[str, str]:
     import mlflow
     import sklearn
     import uvicorn
-    return {"nproc": nproc, "cpu": cpu, "memory": mem, "python": sys.version.split()[0],
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return {"nproc": nproc, "cpu": cpu, "memory": mem, "loadavg": load, "python": sys.version.split()[0],
             "mlflow": mlflow.__version__, "scikit-learn": sklearn.__version__,
             "uvicorn": uvicorn.__version__, "wrk": wrk_version}
