@@ -1,0 +1,621 @@
+"""The end-to-end demo (`./scripts/demo.sh`): promote a model version and watch it served.
+
+It starts a local MLflow server with the hotswap plugin and a receiver following Production
+(both on 127.0.0.1, data and logs in a fresh temporary folder), trains and registers the
+fraud-detection model twice, promotes version 2 while a client keeps predicting, rolls back
+to version 1 (served from the receiver's cache), and stops everything, also on Ctrl-C.
+
+    python -m examples.demo [--keep] [--summary-json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import requests
+
+from examples import train_model
+from examples.processes import (Process, free_port, pid_running, port_open, signals_deferred,
+                                spawn, wait_until)
+
+MODEL_NAME = train_model.DEFAULT_MODEL_NAME
+STAGE = "Production"
+CLIENT_THREADS = 2
+SWAP_TIMEOUT = 30.0  # far below the 60 s poll: a swap seen in time was pushed
+SHOWN_METRICS = (
+    "hotswap_model_version", "hotswap_model_reloads_total", "hotswap_webhook_requests_total",
+    "hotswap_model_cache_hits_total", "hotswap_model_cache_misses_total",
+    "hotswap_model_load_duration_seconds_count", "hotswap_model_load_duration_seconds_sum",
+    "hotswap_model_update_errors_total", "hotswap_prediction_duration_seconds_count",
+)
+# The receiver's log format (receiver/__main__.py): "2025-01-31 12:00:00,123 INFO name: message".
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ [\w.]+: (.*)$")
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; unwinds the demo so that everything it started is stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+# -- output -----------------------------------------------------------------------------------
+
+def say(text: str = "", end: str = "\n") -> None:
+    """Print and flush; once nobody reads (`| head`), go on quietly: the clean-up must run."""
+    try:
+        sys.stdout.write(text + end)
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+
+
+@contextmanager
+def progress(label: str) -> Iterator[dict[str, str]]:
+    """Print `label...` and, on a terminal, a running clock; then the outcome and time taken.
+
+    The body may set `outcome["text"]` for what to print after the label.
+    """
+    outcome: dict[str, str] = {}
+    started = time.perf_counter()
+    tty = sys.stdout.isatty()
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(0.2):
+            say(f"\r  {label}... {time.perf_counter() - started:.1f}s\x1b[K", end="")
+
+    ticker = threading.Thread(target=tick, daemon=True) if tty else None
+    if ticker is not None:
+        ticker.start()
+    failed = True
+    try:
+        yield outcome
+        failed = False
+    finally:
+        done.set()
+        if ticker is not None:
+            ticker.join()
+        elapsed = f"{time.perf_counter() - started:.1f}s"
+        text = "stopped" if failed else (f"{outcome['text']} ({elapsed})" if outcome.get("text")
+                                        else elapsed)
+        say(("\r" if tty else "") + f"  {label}... {text}" + ("\x1b[K" if tty else ""))
+
+
+# -- the receiver, seen from outside ----------------------------------------------------------
+
+def scrape(url: str) -> dict[str, float]:
+    """The receiver's hotswap_ samples as {'name{label="value"}': value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, float] = {}
+    text = requests.get(url + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("hotswap_") and not sample.name.endswith("_created"):
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[sample.name + (f"{{{labels}}}" if labels else "")] = float(sample.value)
+    return samples
+
+
+def total(samples: dict[str, float], name: str) -> float:
+    """The sum of `name` over all its labels."""
+    return sum(v for key, v in samples.items() if key == name or key.startswith(name + "{"))
+
+
+class LogTail:
+    """New complete lines of a log file since the last call, with their timestamps."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def lines(self) -> list[tuple[float | None, str]]:
+        with open(self.path, "rb") as log:
+            log.seek(self.offset)
+            chunk = log.read()
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        found: list[tuple[float | None, str]] = []
+        for raw in complete.decode(errors="replace").splitlines():
+            match = LOG_LINE.match(raw)
+            if match:
+                stamp = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S"))
+                found.append((stamp + int(match[2]) / 1000, match[3]))
+            else:
+                found.append((None, raw))
+        return found
+
+
+@dataclass
+class Answer:
+    at: float  # time.time() when the answer arrived
+    status: int  # 0: no HTTP answer at all
+    version: str | None
+
+
+class PredictionClient:
+    """Threads that keep posting one transaction to the receiver and record every answer."""
+
+    def __init__(self, url: str, body: dict[str, Any], threads: int = CLIENT_THREADS) -> None:
+        self._url, self._body = url + "/invocations", body
+        self._answers: list[Answer] = []
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True, name=f"client-{i}")
+                         for i in range(threads)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=15)
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                try:
+                    response = session.post(self._url, json=self._body, timeout=10)
+                    answer = Answer(time.time(), response.status_code,
+                                    response.headers.get("X-Model-Version"))
+                    error = None if response.ok else f"{response.status_code} {response.text[:200]}"
+                except requests.RequestException as exc:
+                    answer, error = Answer(time.time(), 0, None), repr(exc)
+                with self._lock:
+                    self._answers.append(answer)
+                    if error is not None:
+                        self._errors.append(error)
+
+    def first_answer(self, version: str, after: float) -> float | None:
+        with self._lock:
+            return next((a.at for a in self._answers
+                         if a.at >= after and a.status == 200 and a.version == version), None)
+
+    def answers_from(self, version: str, after: float) -> int:
+        with self._lock:
+            return sum(1 for a in self._answers
+                       if a.at >= after and a.status == 200 and a.version == version)
+
+    def keep_going(self, version: str, answers: int = 25) -> None:
+        """Go on until `answers` more came from `version`: a swap that broke something would
+        show in what follows it, not only during it."""
+        after = time.time()
+        wait_until(lambda: self.answers_from(version, after) >= answers, 30,
+                   message=f"{answers} more answers from version {version}")
+
+    def counts(self) -> tuple[int, int, Counter[str]]:
+        """(answers, failed, answers per version)."""
+        with self._lock:
+            failed = sum(1 for a in self._answers if a.status != 200)
+            versions = Counter(a.version for a in self._answers if a.status == 200 and a.version)
+            return len(self._answers), failed, versions
+
+    def errors(self) -> list[str]:
+        with self._lock:
+            return list(self._errors)
+
+    def describe(self) -> str:
+        answers, failed, versions = self.counts()
+        split = ", ".join(f"{n:,} from v{v}" for v, n in sorted(versions.items()))
+        return f"{answers:,} answers ({split}); {failed} failed"
+
+
+@dataclass
+class SwapReport:
+    version: str
+    promotion_seconds: float  # how long the registry call took
+    latency_seconds: float  # from the promotion's return to the first answer from `version`
+    webhooks_accepted: int  # notifications the receiver accepted during the swap
+    loaded: bool  # whether the receiver loaded the version from MLflow (a cache miss)
+    load_seconds: float | None
+    cache_hits: int
+    cache_misses: int
+
+
+def watch_swap(receiver: Process, client: PredictionClient, version: str,
+               promote: Callable[[], None]) -> SwapReport:
+    """Promote, then print each step of the receiver's swap as it shows, until `version` answers."""
+    tail = LogTail(receiver.log_path)
+    before = scrape(receiver.url)
+    started = time.time()
+    promote()
+    returned = time.time()
+
+    def show(at: float, text: str) -> None:
+        say(f"    +{at - started:.3f}s  {text}")
+
+    show(returned, "promotion returned")
+    webhook_seen = swapped = load_seconds = first = None
+    loaded = False
+    deadline = time.monotonic() + SWAP_TIMEOUT
+    while first is None or swapped is None or webhook_seen is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the receiver did not serve version {version} within "
+                               f"{SWAP_TIMEOUT:.0f}s of its promotion; see {receiver.log_path}")
+        # The log first, then the metrics: a webhook that led to a logged line is then counted.
+        events = tail.lines()
+        now = time.time()
+        accepted = total(scrape(receiver.url), "hotswap_webhook_requests_total") - total(
+            before, "hotswap_webhook_requests_total")
+        if webhook_seen is None and accepted >= 1:
+            # Seen now, but it came no later than the first line it caused.
+            webhook_seen = min([now] + [t for t, _ in events if t is not None])
+            show(webhook_seen, f"notification received (hotswap_webhook_requests_total "
+                               f"+{accepted:g})")
+        for at, message in events:
+            at = at or time.time()
+            if message.startswith("Loading model"):
+                loaded = True
+                show(at, f"loading version {version} from MLflow")
+            elif message.startswith("Model loaded successfully"):
+                found = re.search(r"in ([\d.]+)s", message)
+                load_seconds = float(found[1]) if found else None
+                show(at, f"loaded and warmed up{f' in {load_seconds:.1f}s' if found else ''}")
+            elif message.startswith(f"Swapped to model version {version} "):
+                swapped = at
+                show(at, f"swapped to version {version}" + ("" if loaded else
+                                                           ", straight from the cache"))
+        if first is None:
+            first = client.first_answer(version, after=started)
+            if first is not None:
+                show(first, f"first answer from version {version}")
+        time.sleep(0.02)
+    after = scrape(receiver.url)
+    return SwapReport(
+        version=version, promotion_seconds=returned - started,
+        latency_seconds=max(0.0, first - returned),
+        webhooks_accepted=int(total(after, "hotswap_webhook_requests_total")
+                              - total(before, "hotswap_webhook_requests_total")),
+        loaded=loaded, load_seconds=load_seconds,
+        cache_hits=int(total(after, "hotswap_model_cache_hits_total")
+                       - total(before, "hotswap_model_cache_hits_total")),
+        cache_misses=int(total(after, "hotswap_model_cache_misses_total")
+                         - total(before, "hotswap_model_cache_misses_total")))
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+@dataclass
+class Summary:
+    ok: bool = False
+    interrupted: str | None = None
+    error: str | None = None
+    versions_served: list[str] = field(default_factory=list)
+    swap: dict[str, Any] | None = None
+    rollback: dict[str, Any] | None = None
+    predictions: dict[str, Any] = field(default_factory=dict)
+    pids: dict[str, list[int]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    data_dir: str | None = None
+    data_kept: bool = False
+    seconds: float = 0.0
+
+
+class Demo:
+    def __init__(self, workdir: Path, summary: Summary) -> None:
+        self.workdir = workdir
+        self.summary = summary
+        self.secret = secrets.token_urlsafe(24)
+        self.processes: dict[str, Process] = {}
+        self.client: PredictionClient | None = None
+        self.tracking_uri = ""
+
+    def _start(self, role: str, start: Callable[[], Process]) -> Process:
+        with signals_deferred():
+            process = self.processes[role] = start()
+            self.summary.pids[role] = [process.pid]
+            self.summary.ports[role] = process.port
+        return process
+
+    def _note_pids(self) -> None:
+        for role, process in self.processes.items():
+            self.summary.pids[role] = sorted(set(self.summary.pids[role])
+                                             | set(process.group_pids()))
+
+    def start_mlflow(self, receiver_port: int) -> Process:
+        port = free_port()
+        db = f"sqlite:///{self.workdir / 'mlflow.db'}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+               "HOTSWAP_TARGETS": f"http://127.0.0.1:{receiver_port}/webhooks/mlflow",
+               "HOTSWAP_WEBHOOK_SECRET": self.secret}
+        argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", db,
+                "--registry-store-uri", f"hotswap+{db}",
+                "--artifacts-destination", str(self.workdir / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        return self._start("mlflow_server", lambda: spawn(
+            "MLflow server", argv, env, self.workdir / "mlflow-server.log", port, self.workdir))
+
+    def start_receiver(self, port: int) -> Process:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "MLFLOW_TRACKING_URI": self.tracking_uri, "MODEL_NAME": MODEL_NAME,
+               "MODEL_STAGE": STAGE, "MODEL_UPDATE_INTERVAL": "60",
+               "HOTSWAP_WEBHOOK_SECRET": self.secret,
+               "HOTSWAP_MODEL_DIR": str(self.workdir / "receiver-models"),
+               # MLflow 3 loads scikit-learn models only with this (see examples/train_model.py).
+               "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+        argv = [sys.executable, "-m", "receiver", "--host", "127.0.0.1", "--port", str(port)]
+        return self._start("receiver", lambda: spawn(
+            "receiver", argv, env, self.workdir / "receiver.log", port, self.workdir))
+
+    def wait_up(self, process: Process, path: str, timeout: float = 90.0) -> None:
+        def up_or_exited() -> bool:
+            if not process.alive():
+                return True
+            return requests.get(process.url + path, timeout=1).status_code < 500
+
+        wait_until(up_or_exited, timeout, interval=0.1,
+                   message=f"{process.name} up at {process.url}")
+        if not process.alive():
+            raise RuntimeError(f"the {process.name} exited with {process.popen.returncode}; "
+                               f"see {process.log_path}")
+
+    def train_and_register(self, seed: int) -> train_model.Registered:
+        frame, labels = train_model.make_transactions(seed=seed)
+        say(f"  data: {len(frame):,} synthetic card transactions, {labels.mean():.1%} fraud "
+            f"(seed {seed})")
+        trees = train_model.DEFAULT_N_ESTIMATORS
+        with progress(f"training a {trees}-tree random forest") as outcome:
+            trained = train_model.train(frame, labels, seed=seed)
+            m = trained.metrics
+            outcome["text"] = (f"precision {m['precision']:.2f}, recall {m['recall']:.2f}, "
+                               f"ROC AUC {m['roc_auc']:.3f}")
+        with progress("logging it to MLflow and registering it") as outcome:
+            # MLflow prints "Created version ..." to stderr; into the data folder with it.
+            with open(self.workdir / "client.log", "a") as log, redirect_stderr(log):
+                registered = train_model.register(trained, MODEL_NAME, self.tracking_uri)
+            outcome["text"] = f"{MODEL_NAME} version {registered.version}"
+        return registered
+
+    def promote(self, version: str) -> None:
+        train_model.promote(MODEL_NAME, version, STAGE, self.tracking_uri, archive_existing=True)
+
+    def run(self) -> None:
+        say(f"Data and logs: {self.workdir}")
+        say()
+        say("[1/5] Starting a local MLflow server with the hotswap plugin, and a receiver")
+        receiver_port = free_port()
+        mlflow_server = self.start_mlflow(receiver_port)
+        say(f"  MLflow server: {mlflow_server.url}, SQLite and artifacts in the data folder "
+            f"(log: {mlflow_server.log_path.name})")
+        self.tracking_uri = mlflow_server.url
+        # The client's first MLflow import takes a few seconds: overlap it with the server's.
+        import mlflow  # noqa: F401
+
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
+        with progress("waiting for the MLflow server") as outcome:
+            self.wait_up(mlflow_server, "/health")
+            outcome["text"] = "ready"
+        self._note_pids()  # its workers too
+        receiver = self.start_receiver(receiver_port)
+        say(f"  receiver: {receiver.url}, following {MODEL_NAME} in {STAGE} "
+            f"(log: {receiver.log_path.name})")
+        say("    notified by the plugin at /webhooks/mlflow (signed); polls MLflow every 60 s "
+            "as a safety net")
+
+        say()
+        say(f"[2/5] Version 1 of the fraud-detection model")
+        v1 = self.train_and_register(seed=1)
+        with progress("waiting for the receiver to start") as outcome:
+            self.wait_up(receiver, "/health/live")
+            outcome["text"] = "up, nothing to serve yet"
+        self._note_pids()
+        started = time.perf_counter()
+        self.promote(v1.version)
+        say(f"  promoted version {v1.version} to {STAGE} "
+            f"({time.perf_counter() - started:.2f}s)")
+        with progress("waiting for the receiver to load and serve it") as outcome:
+            wait_until(lambda: requests.get(receiver.url + "/health/ready", timeout=2).ok,
+                       60, message="receiver ready")
+            outcome["text"] = f"serving version {self.current(receiver)['version']}"
+        self.show_predictions(receiver)
+        self.summary.versions_served.append(v1.version)
+
+        say()
+        say("[3/5] Version 2, promoted while a client keeps predicting")
+        v2 = self.train_and_register(seed=2)
+        self.client = PredictionClient(receiver.url, train_model.sample_request(1))
+        self.client.start()
+        wait_until(lambda: self.client.counts()[0] >= 20, 30, message="background client")
+        say(f"  background client: {CLIENT_THREADS} threads predicting non-stop; so far "
+            f"{self.client.describe()}")
+        say(f"  promoting version {v2.version} to {STAGE}, archiving version {v1.version}:")
+        swap = watch_swap(receiver, self.client, v2.version, lambda: self.promote(v2.version))
+        self.summary.swap = asdict(swap)
+        self.summary.versions_served.append(v2.version)
+        say(f"  swap latency: {swap.latency_seconds:.3f}s from the promotion's return to the "
+            f"first answer from version {v2.version}")
+        say(f"  pushed by the plugin: {swap.webhooks_accepted} notifications (v{v2.version} to "
+            f"{STAGE}, v{v1.version} archived); no poll involved")
+        self.client.keep_going(v2.version)
+        say(f"  background client: {self.client.describe()}")
+
+        say()
+        say(f"[4/5] Rollback: version {v1.version} back to {STAGE}")
+        rollback = watch_swap(receiver, self.client, v1.version,
+                              lambda: self.promote(v1.version))
+        self.summary.rollback = {**asdict(rollback),
+                                 "from_cache": rollback.cache_hits >= 1 and not rollback.loaded
+                                 and rollback.cache_misses == 0}
+        self.summary.versions_served.append(v1.version)
+        how = (f"served from the cache (cache hits +{rollback.cache_hits}, no load)"
+               if self.summary.rollback["from_cache"] else "loaded again from MLflow")
+        say(f"  rollback latency: {rollback.latency_seconds:.3f}s, {how}")
+        self.client.keep_going(v1.version)
+        say(f"  background client: {self.client.describe()}")
+        say(f"  GET {receiver.url}/models/current")
+        current = self.current(receiver)
+        for key in ("name", "version", "stage", "alias", "loaded_at"):
+            if current.get(key) is not None:
+                note = "  (its load in step 2: kept in the cache)" if key == "loaded_at" else ""
+                say(f"    {key}: {current[key]}{note}")
+        say(f"  GET {receiver.url}/metrics (a few of the hotswap_ lines)")
+        for key, value in scrape(receiver.url).items():
+            if key.split("{")[0] in SHOWN_METRICS:
+                shown = f"{value:.3f}" if key.endswith("_sum") else f"{value:g}"
+                say(f"    {key} {shown}")
+        self.client.stop()
+        answers, failed, versions = self.client.counts()
+        self.summary.predictions = {"answers": answers, "failed": failed,
+                                    "by_version": dict(versions),
+                                    "errors": self.client.errors()[:5]}
+        self._note_pids()
+        if failed:
+            raise RuntimeError(f"{failed} predictions failed during the swaps: "
+                               f"{self.client.errors()[:3]}")
+        self.summary.ok = bool(self.summary.rollback["from_cache"])
+
+    @staticmethod
+    def current(receiver: Process) -> dict[str, Any]:
+        answer = requests.get(receiver.url + "/models/current", timeout=5)
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    def show_predictions(self, receiver: Process) -> None:
+        frame, labels = train_model.make_transactions(2_000, seed=2024)
+        legit = [i for i in range(len(labels)) if labels[i] == 0][:3]
+        fraud = [i for i in range(len(labels)) if labels[i] == 1][:2]
+        rows = [legit[0], fraud[0], legit[1], fraud[1], legit[2]]
+        sample = frame.iloc[rows]
+        body = {"dataframe_split": {"columns": list(sample.columns),
+                                    "data": sample.to_numpy().tolist()}}
+        started = time.perf_counter()
+        answer = requests.post(receiver.url + "/invocations", json=body, timeout=10)
+        answer.raise_for_status()
+        seconds = time.perf_counter() - started
+        say(f"  POST /invocations with {len(rows)} transactions: answered by version "
+            f"{answer.headers['X-Model-Version']} in {seconds * 1000:.0f} ms")
+        word = {0: "legit", 1: "FRAUD"}
+        for (_, row), predicted, row_id in zip(sample.iterrows(), answer.json()["predictions"],
+                                               rows):
+            say(f"    ${row['amount']:>8,.2f} at {int(row['hour']):02d}h, "
+                f"{'new device' if row['new_device'] else 'known device'}: "
+                f"predicted {word[int(predicted)]:<5}  (actually {word[int(labels[row_id])]})")
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.stop()
+        self._note_pids()
+        for role in ("receiver", "mlflow_server"):
+            process = self.processes.get(role)
+            if process is not None:
+                process.stop()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="demo.sh",
+        description="The mlflow-hotswap demo: a local MLflow server with the plugin, a receiver, "
+                    "a promotion and a rollback, while a client keeps predicting.")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the data folder (SQLite, artifacts, logs) afterwards")
+    parser.add_argument("--summary-json", type=Path, metavar="PATH",
+                        help="write the outcome (versions, swap latency, failures, pids) here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.simplefilter("ignore")  # MLflow's deprecation and schema notes; its logs say more
+    started = time.perf_counter()
+    summary = Summary()
+    workdir = Path(tempfile.mkdtemp(prefix="hotswap-demo-"))
+    summary.data_dir = str(workdir)
+    demo = Demo(workdir, summary)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        say("mlflow-hotswap demo: promote a model version, watch it swapped in without a "
+            "failed request")
+        demo.run()
+    except Interrupted as exc:
+        summary.interrupted = str(exc)
+    except Exception as exc:  # noqa: BLE001 - report it, then stop everything all the same
+        summary.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        try:
+            finish(demo, summary, keep=args.keep)
+        finally:
+            summary.seconds = round(time.perf_counter() - started, 1)
+            if args.summary_json:
+                args.summary_json.write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    if summary.interrupted:
+        return 128 + signal.Signals[summary.interrupted].value
+    if not summary.ok:
+        return 1
+    swap, predictions = summary.swap or {}, summary.predictions
+    say()
+    say(f"Done in {summary.seconds:.0f}s: versions {' -> '.join(summary.versions_served)} served, "
+        f"version {swap.get('version')} answering {swap.get('latency_seconds', 0):.3f}s after "
+        f"its promotion, {predictions['failed']} failed predictions out of "
+        f"{predictions['answers']:,}.")
+    return 0
+
+
+def finish(demo: Demo, summary: Summary, keep: bool) -> None:
+    """Say what went wrong, if anything; stop both servers; remove the data unless kept."""
+    say()
+    if summary.interrupted:
+        say(f"Interrupted ({summary.interrupted}).")
+    elif summary.error:
+        say(f"The demo failed: {summary.error}")
+    elif not summary.ok:
+        say("The demo failed: the rollback was not served from the receiver's cache.")
+    say("[5/5] Stopping the receiver and the MLflow server")
+    started = time.perf_counter()
+    try:
+        demo.stop()
+    finally:
+        pids = [pid for group in summary.pids.values() for pid in group]
+        left = [pid for pid in pids if pid_running(pid)]
+        listening = [port for port in summary.ports.values() if port_open(port)]
+        if left or listening:
+            say(f"  STILL RUNNING: pids {left}, listening on ports {listening}")
+        else:
+            say(f"  stopped in {time.perf_counter() - started:.1f}s: processes "
+                f"{', '.join(map(str, pids)) or 'none'} ended, ports closed")
+        # Logs are worth keeping when something went wrong.
+        summary.data_kept = keep or summary.error is not None
+        workdir = demo.workdir
+        if summary.data_kept:
+            say(f"  kept {workdir}: mlflow-server.log, receiver.log, client.log, mlflow.db, "
+                f"artifacts/")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+            say(f"  removed {workdir} (--keep keeps it)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
