@@ -127,6 +127,9 @@ def total(samples: dict[str, float], name: str) -> float:
     return sum(v for key, v in samples.items() if key == name or key.startswith(name + "{"))
 
 
+ACCEPTED = 'hotswap_webhook_requests_total{outcome="accepted"}'
+
+
 class LogTail:
     """New complete lines of a log file since the last call, with their timestamps."""
 
@@ -235,6 +238,7 @@ class SwapReport:
     promotion_seconds: float  # how long the registry call took
     latency_seconds: float  # from the promotion's return to the first answer from `version`
     webhooks_accepted: int  # notifications the receiver accepted during the swap
+    trigger: str  # what made the receiver swap, from its log: webhook, poll, ...
     loaded: bool  # whether the receiver loaded the version from MLflow (a cache miss)
     load_seconds: float | None
     cache_hits: int
@@ -254,7 +258,11 @@ def watch_swap(receiver: Process, client: PredictionClient, version: str,
         say(f"    +{at - started:.3f}s  {text}")
 
     show(returned, "promotion returned")
-    webhook_seen = swapped = load_seconds = first = None
+    webhook_seen: float | None = None
+    swapped: float | None = None
+    first: float | None = None
+    load_seconds: float | None = None
+    trigger = "unknown"
     loaded = False
     deadline = time.monotonic() + SWAP_TIMEOUT
     while first is None or swapped is None or webhook_seen is None:
@@ -264,11 +272,11 @@ def watch_swap(receiver: Process, client: PredictionClient, version: str,
         # The log first, then the metrics: a webhook that led to a logged line is then counted.
         events = tail.lines()
         now = time.time()
-        accepted = total(scrape(receiver.url), "hotswap_webhook_requests_total") - total(
-            before, "hotswap_webhook_requests_total")
+        accepted = scrape(receiver.url).get(ACCEPTED, 0) - before.get(ACCEPTED, 0)
         if webhook_seen is None and accepted >= 1:
             # Seen now, but it came no later than the first line it caused.
-            webhook_seen = min([now] + [t for t, _ in events if t is not None])
+            webhook_seen = min([now] + [t for t, m in events if t is not None
+                                        and m.startswith(("Loading model", "Swapped to"))])
             show(webhook_seen, f"notification received (hotswap_webhook_requests_total "
                                f"+{accepted:g})")
         for at, message in events:
@@ -282,19 +290,21 @@ def watch_swap(receiver: Process, client: PredictionClient, version: str,
                 show(at, f"loaded and warmed up{f' in {load_seconds:.1f}s' if found else ''}")
             elif message.startswith(f"Swapped to model version {version} "):
                 swapped = at
-                show(at, f"swapped to version {version}" + ("" if loaded else
-                                                           ", straight from the cache"))
+                found = re.search(r"trigger (\w+)", message)
+                trigger = found[1] if found else trigger
+                show(at, f"swapped to version {version} (trigger: {trigger})"
+                     + ("" if loaded else ", straight from the cache"))
         if first is None:
             first = client.first_answer(version, after=started)
             if first is not None:
                 show(first, f"first answer from version {version}")
         time.sleep(0.02)
+    assert first is not None
     after = scrape(receiver.url)
     return SwapReport(
         version=version, promotion_seconds=returned - started,
         latency_seconds=max(0.0, first - returned),
-        webhooks_accepted=int(total(after, "hotswap_webhook_requests_total")
-                              - total(before, "hotswap_webhook_requests_total")),
+        webhooks_accepted=int(after.get(ACCEPTED, 0) - before.get(ACCEPTED, 0)), trigger=trigger,
         loaded=loaded, load_seconds=load_seconds,
         cache_hits=int(total(after, "hotswap_model_cache_hits_total")
                        - total(before, "hotswap_model_cache_hits_total")),

@@ -51,8 +51,10 @@ def test_demo_swaps_in_v2_by_the_push_and_rolls_back_from_the_cache(tmp_path: Pa
     assert summary["ok"] and summary["error"] is None and summary["interrupted"] is None
     assert summary["versions_served"] == ["1", "2", "1"]
     swap, rollback = summary["swap"], summary["rollback"]
-    # Pushed: the receiver polls only every 60 s, and the demo waits at most 30 s for a swap.
+    # Pushed: the receiver says so in its log, polls only every 60 s, and the demo waits at
+    # most 30 s for a swap.
     assert swap["version"] == "2" and swap["webhooks_accepted"] >= 1 and swap["loaded"]
+    assert swap["trigger"] == "webhook" and rollback["trigger"] == "webhook"
     assert 0 <= swap["latency_seconds"] < 30
     assert rollback["version"] == "1" and rollback["webhooks_accepted"] >= 1
     assert rollback["from_cache"] and rollback["cache_hits"] >= 1
