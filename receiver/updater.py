@@ -21,6 +21,10 @@ from receiver.settings import Settings
 logger = logging.getLogger(__name__)
 
 RELOADED, UNCHANGED, FAILED, ABSENT = "reloaded", "unchanged", "failed", "absent"
+# A burst of notifications is settled before the registry is asked: the refresh waits until
+# none has come for QUIET seconds, at most SETTLE_MAX. One notification costs QUIET; a storm
+# of any size costs one resolve, plus one for those that arrive while it runs.
+QUIET, SETTLE_MAX = 0.05, 1.0
 
 
 @dataclass
@@ -51,6 +55,7 @@ class ModelUpdater:
         self._pending: asyncio.Future[RefreshResult] | None = None
         self._pending_trigger = "startup"
         self._task: asyncio.Task[None] | None = None
+        self._last_webhook = 0.0
 
     def served(self, name: str) -> LoadedModel | None:
         return self._served.get(name)
@@ -75,6 +80,8 @@ class ModelUpdater:
         Every trigger that arrives before the refresh starts shares one future and one run.
         """
         assert self._wakeup is not None, "start() the updater first"
+        if reason == "webhook":
+            self._last_webhook = time.monotonic()
         if self._pending is None:
             self._pending = asyncio.get_running_loop().create_future()
             self._pending_trigger = reason
@@ -96,6 +103,8 @@ class ModelUpdater:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
+            if self._pending is not None and self._pending_trigger == "webhook":
+                await self._settle()
             self._wakeup.clear()
             waiters, self._pending = self._pending, None
             trigger = self._pending_trigger if waiters is not None else "poll"
@@ -107,6 +116,15 @@ class ModelUpdater:
             self._consecutive_failures = self._consecutive_failures + 1 if result.failed else 0
             if waiters is not None and not waiters.done():
                 waiters.set_result(result)
+
+    async def _settle(self) -> None:
+        first = time.monotonic()
+        while True:
+            now = time.monotonic()
+            quiet_for = now - self._last_webhook
+            if quiet_for >= QUIET or now - first >= SETTLE_MAX:
+                return
+            await asyncio.sleep(min(QUIET - quiet_for, SETTLE_MAX - (now - first)))
 
     def _delay(self) -> float:
         if not self._consecutive_failures:

@@ -91,3 +91,26 @@ def test_predictions_json_handles_arrays_and_frames() -> None:
     assert json.loads(scoring.predictions_json(np.array([1, 0]))) == {"predictions": [1, 0]}
     frame = pd.DataFrame({"p": [0.25]})
     assert json.loads(scoring.predictions_json(frame)) == {"predictions": [{"p": 0.25}]}
+
+
+@pytest.mark.parametrize("split", [
+    {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]]},  # the fast path: all numbers
+    {"columns": ["b", "a"], "data": [[1, 2.5], [3, 4]]},  # other order: MLflow's path
+    {"columns": ["a", "b"], "data": [[True, 2.5], [3, 4]]},  # a bool is not a double
+    {"columns": ["a", "b"], "index": [7, 8], "data": [[1, 2.5], [3, 4]]},
+])
+def test_dataframe_split_gives_the_frame_mlflow_builds(split: dict[str, object]) -> None:
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    ours, _ = scoring.parse(body({"dataframe_split": split}), scoring.JSON, SCHEMA)
+    theirs = infer_and_parse_data({"dataframe_split": split}, SCHEMA)
+    pd.testing.assert_frame_equal(ours.reset_index(drop=True).astype("float64"),
+                                  theirs.reset_index(drop=True).astype("float64"))
+    assert list(ours.columns) == list(theirs.columns)
+
+
+def test_fast_path_frame_is_float64_in_signature_order() -> None:
+    frame, _ = scoring.parse(body({"dataframe_split": {"columns": ["a", "b"],
+                                                       "data": [[1, 2]]}}), scoring.JSON, SCHEMA)
+    assert list(frame.columns) == ["a", "b"]
+    assert frame.dtypes.tolist() == [np.float64, np.float64]

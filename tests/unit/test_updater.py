@@ -110,6 +110,25 @@ def test_triggers_during_a_refresh_coalesce_into_one_more() -> None:
     run(scenario())
 
 
+def test_a_burst_of_notifications_is_settled_into_one_resolve() -> None:
+    registry = FakeRegistry()
+    updater, _ = make(registry)
+
+    async def scenario() -> None:
+        await updater.start()
+        await updater.trigger("manual")
+        before = registry.resolves
+        futures = []
+        for _ in range(100):  # a notification every ~5 ms for half a second
+            futures.append(updater.trigger("webhook"))
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*futures)
+        assert registry.resolves - before == 1
+        await updater.stop()
+
+    run(scenario())
+
+
 def test_a_broken_version_keeps_the_current_model_and_is_retried() -> None:
     registry = FakeRegistry()
     updater, metrics = make(registry, retry_delays=(0.05, 0.05))
