@@ -43,7 +43,7 @@ async def _score(request: Request, model: LoadedModel) -> Response:
     service = _service(request)
     mime = scoring.media_type(request.headers.get("content-type"))
     body = await _read_body(request, service.settings.max_body_bytes)
-    content = await run_in_threadpool(service.predict, model, body, mime)
+    content = await service.score(model, body, mime)
     return Response(content, media_type=scoring.JSON,
                     headers={"X-Model-Name": model.name, "X-Model-Version": model.version})
 

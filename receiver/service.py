@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from mlflow.exceptions import MlflowException
 
 from receiver import scoring
@@ -29,6 +31,14 @@ class Service:
         self.updater = ModelUpdater(settings, self.registry, self.loader, self.metrics)
         self.verifier = WebhookVerifier(settings.webhook_secret, settings.webhook_max_age)
         self.started_at = time.monotonic()
+        self._predict_limiter: anyio.CapacityLimiter | None = None
+
+    async def score(self, model: LoadedModel, body: bytes, mime: str) -> bytes:
+        """`predict` in a worker thread, at most `predict_threads` at once."""
+        if self._predict_limiter is None:  # made on the event loop, where anyio wants it
+            self._predict_limiter = anyio.CapacityLimiter(self.settings.predict_threads)
+        return await anyio.to_thread.run_sync(self.predict, model, body, mime,
+                                              limiter=self._predict_limiter)
 
     def _load(self, key: tuple[str, str]) -> LoadedModel:
         model = self.registry.load(*key)

@@ -36,3 +36,10 @@ def test_alias_replaces_stage() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env(env)
+
+
+def test_prediction_threads_default_to_one_and_can_be_raised() -> None:
+    assert Settings.from_env(BASE).predict_threads == 1
+    assert Settings.from_env({**BASE, "HOTSWAP_PREDICT_THREADS": "4"}).predict_threads == 4
+    with pytest.raises(SettingsError, match="HOTSWAP_PREDICT_THREADS"):
+        Settings.from_env({**BASE, "HOTSWAP_PREDICT_THREADS": "0"})
