@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,17 @@ def make(registry: FakeRegistry, **overrides: Any) -> tuple[ModelUpdater, Metric
     return updater, metrics
 
 
+@contextlib.asynccontextmanager
+async def running(updater: ModelUpdater) -> AsyncIterator[None]:
+    """The updater started, its startup refresh done; stopped however the block ends."""
+    await updater.start()
+    await updater.trigger("manual")  # joins the startup refresh or follows it
+    try:
+        yield
+    finally:
+        await updater.stop()
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout=20))
 
@@ -70,16 +83,14 @@ def test_startup_loads_then_a_trigger_swaps_and_counts() -> None:
     updater, metrics = make(registry)
 
     async def scenario() -> None:
-        await updater.start()
-        result = await updater.trigger("manual")  # joins the startup run or follows it
-        assert updater.served("m").version == "1"
-        registry.pointer = "2"
-        result = await updater.trigger("webhook")
-        assert result.status == {"m": RELOADED}
-        assert updater.served("m").version == "2"
-        result = await updater.trigger("manual")
-        assert result.status == {"m": UNCHANGED}
-        await updater.stop()
+        async with running(updater):
+            assert updater.served("m").version == "1"
+            registry.pointer = "2"
+            result = await updater.trigger("webhook")
+            assert result.status == {"m": RELOADED}
+            assert updater.served("m").version == "2"
+            result = await updater.trigger("manual")
+            assert result.status == {"m": UNCHANGED}
 
     run(scenario())
     assert metrics.registry.get_sample_value("hotswap_model_version", {"model": "m"}) == 2
@@ -92,20 +103,18 @@ def test_triggers_during_a_refresh_coalesce_into_one_more() -> None:
     updater, _ = make(registry)
 
     async def scenario() -> None:
-        await updater.start()
-        await updater.trigger("manual")
-        before = registry.resolves
-        registry.gate.clear()  # the next refresh blocks inside resolve
-        first = updater.trigger("webhook")
-        while registry.resolves == before:  # the refresh has started and is blocked
-            await asyncio.sleep(0.01)
-        storm = [updater.trigger("webhook") for _ in range(1000)]
-        assert all(f is storm[0] for f in storm) and storm[0] is not first
-        registry.gate.set()
-        await first
-        await storm[0]
-        assert registry.resolves - before == 2
-        await updater.stop()
+        async with running(updater):
+            before = registry.resolves
+            registry.gate.clear()  # the next refresh blocks inside resolve
+            first = updater.trigger("webhook")
+            while registry.resolves == before:  # the refresh has started and is blocked
+                await asyncio.sleep(0.01)
+            storm = [updater.trigger("webhook") for _ in range(1000)]
+            assert all(f is storm[0] for f in storm) and storm[0] is not first
+            registry.gate.set()
+            await first
+            await storm[0]
+            assert registry.resolves - before == 2
 
     run(scenario())
 
@@ -115,16 +124,14 @@ def test_a_burst_of_notifications_is_settled_into_one_resolve() -> None:
     updater, _ = make(registry)
 
     async def scenario() -> None:
-        await updater.start()
-        await updater.trigger("manual")
-        before = registry.resolves
-        futures = []
-        for _ in range(100):  # a notification every ~5 ms for half a second
-            futures.append(updater.trigger("webhook"))
-            await asyncio.sleep(0.005)
-        await asyncio.gather(*futures)
-        assert registry.resolves - before == 1
-        await updater.stop()
+        async with running(updater):
+            before = registry.resolves
+            futures = []
+            for _ in range(100):  # a notification every ~5 ms for half a second
+                futures.append(updater.trigger("webhook"))
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*futures)
+            assert registry.resolves - before == 1
 
     run(scenario())
 
@@ -134,19 +141,17 @@ def test_a_broken_version_keeps_the_current_model_and_is_retried() -> None:
     updater, metrics = make(registry, retry_delays=(0.05, 0.05))
 
     async def scenario() -> None:
-        await updater.start()
-        await updater.trigger("manual")
-        registry.pointer, registry.broken = "3", {"3"}
-        result = await updater.trigger("webhook")
-        assert result.status == {"m": FAILED} and "broken" in result.errors["m"]
-        assert updater.served("m").version == "1"
-        # The retry happens on its own, well before the 600 s poll.
-        while registry.loads.count("3") < 2:
-            await asyncio.sleep(0.01)
-        registry.broken.clear()
-        while updater.served("m").version != "3":
-            await asyncio.sleep(0.01)
-        await updater.stop()
+        async with running(updater):
+            registry.pointer, registry.broken = "3", {"3"}
+            result = await updater.trigger("webhook")
+            assert result.status == {"m": FAILED} and "broken" in result.errors["m"]
+            assert updater.served("m").version == "1"
+            # The retry happens on its own, well before the 600 s poll.
+            while registry.loads.count("3") < 2:
+                await asyncio.sleep(0.01)
+            registry.broken.clear()
+            while updater.served("m").version != "3":
+                await asyncio.sleep(0.01)
 
     run(scenario())
     assert metrics.registry.get_sample_value("hotswap_model_update_errors_total") >= 2
@@ -157,14 +162,12 @@ def test_mlflow_unreachable_keeps_serving_and_reports_the_error() -> None:
     updater, metrics = make(registry)
 
     async def scenario() -> None:
-        await updater.start()
-        await updater.trigger("manual")
-        registry.unreachable = True
-        result = await updater.trigger("poll")
-        assert result.status == {"m": FAILED}
-        assert updater.served("m").version == "1"
-        assert "MLflow is down" in (updater.last_error or "")
-        await updater.stop()
+        async with running(updater):
+            registry.unreachable = True
+            result = await updater.trigger("poll")
+            assert result.status == {"m": FAILED}
+            assert updater.served("m").version == "1"
+            assert "MLflow is down" in (updater.last_error or "")
 
     run(scenario())
 
@@ -174,13 +177,11 @@ def test_nothing_at_the_stage_keeps_the_current_model() -> None:
     updater, _ = make(registry)
 
     async def scenario() -> None:
-        await updater.start()
-        await updater.trigger("manual")
-        registry.pointer = None
-        result = await updater.trigger("manual")
-        assert result.status == {"m": ABSENT}
-        assert updater.served("m").version == "1"
-        await updater.stop()
+        async with running(updater):
+            registry.pointer = None
+            result = await updater.trigger("manual")
+            assert result.status == {"m": ABSENT}
+            assert updater.served("m").version == "1"
 
     run(scenario())
 
@@ -190,12 +191,11 @@ def test_rollback_is_a_cache_hit_and_evicted_versions_are_released() -> None:
     updater, metrics = make(registry)
 
     async def scenario() -> None:
-        await updater.start()
-        for version in ["1", "2", "1", "3"]:
-            registry.pointer = version
-            await updater.trigger("manual")
-            assert updater.served("m").version == version
-        await updater.stop()
+        async with running(updater):
+            for version in ["1", "2", "1", "3"]:
+                registry.pointer = version
+                await updater.trigger("manual")
+                assert updater.served("m").version == version
 
     run(scenario())
     assert registry.loads == ["1", "2", "3"]  # going back to 1 loaded nothing
