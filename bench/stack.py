@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 
 from bench.config import Config
 from examples import train_model
-from tests.support.processes import ServerProcess, _spawn, start_mlflow_server, start_receiver
+from tests.support.processes import ServerProcess, spawn_server, start_mlflow_server, start_receiver
 from tests.support.waiting import free_port, wait_until
 
 logger = logging.getLogger(__name__)
@@ -170,12 +170,12 @@ class Stack:
                         "import sys; sys.path.insert(0, sys.argv.pop(1)); "
                         "from receiver.__main__ import main; sys.exit(main(sys.argv[1:]))",
                         str(self.receiver_src), "--host", "127.0.0.1", "--port", str(port)]
-                process = _spawn("receiver", argv,
-                                 {**os.environ, "PYTHONUNBUFFERED": "1", **env,
-                                  "MLFLOW_TRACKING_URI": self.tracking_uri,
-                                  "MODEL_NAME": MODEL_NAME},
-                                 self.workdir / f"receiver-{role}.log", "127.0.0.1", port,
-                                 "/health/live", 90)
+                process = spawn_server("receiver", argv,
+                                       {**os.environ, "PYTHONUNBUFFERED": "1", **env,
+                                        "MLFLOW_TRACKING_URI": self.tracking_uri,
+                                        "MODEL_NAME": MODEL_NAME},
+                                       self.workdir / f"receiver-{role}.log", "127.0.0.1", port,
+                                       "/health/live", 90)
             return role, process
 
         with ThreadPoolExecutor(len(specs)) as pool:
@@ -212,8 +212,9 @@ class Stack:
         port = port or free_port()
         env = {**os.environ, **base_env(), "MLFLOW_TRACKING_URI": self.tracking_uri,
                "PYTHONUNBUFFERED": "1"}
-        self.baseline = _spawn("mlflow models serve", self.baseline_argv(version, port), env,
-                               self.workdir / "baseline.log", "127.0.0.1", port, "/ping", 120)
+        self.baseline = spawn_server("mlflow models serve", self.baseline_argv(version, port),
+                                     env, self.workdir / "baseline.log", "127.0.0.1", port,
+                                     "/ping", 120)
         self.baseline_version = version
         return self.baseline
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.support.models import promote, register_sklearn_model
-from tests.support.processes import _spawn
+from tests.support.processes import spawn_server
 from tests.support.waiting import free_port, wait_until
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -54,10 +54,10 @@ def receiver_env(tracking_uri: str, name: str) -> dict[str, str]:
 def test_endpoint_examples_work_as_written(plain_mlflow, readme_model, tmp_path) -> None:
     name, version = readme_model
     port = free_port()
-    receiver = _spawn("receiver", [str(BIN / "mlflow-hotswap-receiver"), "--host", "127.0.0.1",
-                                   "--port", str(port)],
-                      receiver_env(plain_mlflow.url, name), tmp_path / "receiver.log",
-                      "127.0.0.1", port, "/health/live", timeout=60)
+    argv = [str(BIN / "mlflow-hotswap-receiver"), "--host", "127.0.0.1", "--port", str(port)]
+    receiver = spawn_server("receiver", argv, receiver_env(plain_mlflow.url, name),
+                            tmp_path / "receiver.log", "127.0.0.1", port, "/health/live",
+                            timeout=60)
     try:
         wait_until(lambda: requests.get(receiver.url + "/health/ready", timeout=2).ok, timeout=60)
         commands = shell_commands(readme_section("Endpoints"), "curl")
@@ -81,8 +81,8 @@ def test_the_app_factory_runs_under_plain_uvicorn(plain_mlflow, readme_model, tm
     port = free_port()
     argv = [str(BIN / "uvicorn"), "--factory", "receiver.app:create_app", "--host", "127.0.0.1",
             "--port", str(port)]
-    server = _spawn("uvicorn", argv, receiver_env(plain_mlflow.url, name),
-                    tmp_path / "uvicorn.log", "127.0.0.1", port, "/health/live", timeout=60)
+    server = spawn_server("uvicorn", argv, receiver_env(plain_mlflow.url, name),
+                          tmp_path / "uvicorn.log", "127.0.0.1", port, "/health/live", timeout=60)
     try:
         wait_until(lambda: requests.get(server.url + "/models/current", timeout=2).ok, timeout=60)
         assert requests.get(server.url + "/models/current", timeout=2).json()["version"] == version

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.support.models import FEATURES, promote, register_sklearn_model, sample_rows
-from tests.support.processes import _spawn
+from tests.support.processes import spawn_server
 from tests.support.waiting import free_port
 
 ROWS = [[0.5, -1.0, 0.25, 2.0], [-0.3, 0.8, -1.5, 0.1]]
@@ -60,8 +60,8 @@ def test_mlflow_docs_bodies_get_the_same_answers_as_mlflow_models_serve(served, 
     argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}/{version}",
             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1"]
-    reference = _spawn("mlflow models serve", argv, env, tmp_path / "serve.log", "127.0.0.1",
-                       port, "/ping", timeout=120)
+    reference = spawn_server("mlflow models serve", argv, env, tmp_path / "serve.log",
+                             "127.0.0.1", port, "/ping", timeout=120)
     try:
         for content_type, body in DOC_BODIES:
             theirs = post(reference, "/invocations", body, content_type)

@@ -57,8 +57,10 @@ class ServerProcess:
         self.popen.wait(timeout=15)
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path, host: str, port: int,
-           health_path: str, timeout: float) -> ServerProcess:
+def spawn_server(name: str, argv: list[str], env: dict[str, str], log_path: Path, host: str,
+                 port: int, health_path: str, timeout: float) -> ServerProcess:
+    """Start `argv` in its own session, logging to `log_path`; return once `health_path`
+    answers, or raise with the log when it exits or the timeout passes."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
     popen = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
@@ -103,8 +105,8 @@ def start_mlflow_server(workdir: Path, backend_uri: str | None = None,
             "--backend-store-uri", backend_uri, "--registry-store-uri", registry_uri,
             "--artifacts-destination", str(workdir / "artifacts"),
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    return _spawn("mlflow server", argv, env, workdir / "mlflow-server.log", "127.0.0.1", port,
-                  "/health", timeout)
+    return spawn_server("mlflow server", argv, env, workdir / "mlflow-server.log", "127.0.0.1",
+                        port, "/health", timeout)
 
 
 def start_receiver(workdir: Path, tracking_uri: str, model_name: str,
@@ -116,5 +118,5 @@ def start_receiver(workdir: Path, tracking_uri: str, model_name: str,
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": tracking_uri,
                 "MODEL_NAME": model_name, **(env or {})}
     argv = [sys.executable, "-m", "receiver", "--host", host, "--port", str(port)]
-    return _spawn("receiver", argv, full_env, workdir / log_name, host, port, "/health/live",
-                  timeout)
+    return spawn_server("receiver", argv, full_env, workdir / log_name, host, port,
+                        "/health/live", timeout)
