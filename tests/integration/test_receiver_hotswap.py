@@ -155,3 +155,20 @@ def test_several_models_are_served_side_by_side(plain_mlflow, receivers, swap_mo
     assert (second.headers["X-Model-Name"], second.headers["X-Model-Version"]) == (
         other, other_version)
     assert metric(receiver, "hotswap_model_version", {"model": other}) == float(other_version)
+
+
+def test_log_lines_tell_the_swap_story_and_evicted_versions_are_cleaned_up(
+        plain_mlflow, receivers, swap_model, tmp_path) -> None:
+    name, v1, v2 = swap_model
+    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    model_dir = tmp_path / "models"
+    receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600, MODEL_CACHE_SIZE=1,
+                         HOTSWAP_MODEL_DIR=model_dir)
+    promote(plain_mlflow.url, name, v2, archive_existing=True)
+    assert requests.post(receiver.url + "/models/reload", timeout=60).json()["status"] == "reloaded"
+    log = receiver.log()
+    for line in (f"Loading model {name} version {v2} from MLflow", "Model loaded successfully in",
+                 f"Swapped to model version {v2} of {name}",
+                 f"Cleaned up model version {v1} of {name}"):
+        assert line in log
+    assert [p.name.split("-")[1] for p in model_dir.iterdir()] == [f"v{v2}"]
