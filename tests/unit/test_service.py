@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,21 @@ from receiver.registry import LoadedModel
 from receiver.service import Service
 from receiver.settings import Settings
 
+REQUESTS = 12
 
-class ConcurrencyRecordingModel:
+
+class BlockingModel:
+    """Stands in for a PyFuncModel: counts predictions in flight, holds each until released."""
+
     def __init__(self) -> None:
         self.running = 0
-        self.most = 0
+        self.release = threading.Event()
         self._lock = threading.Lock()
 
-    def predict(self, data, params=None):  # noqa: ANN001 - stands in for a PyFuncModel
+    def predict(self, data, params=None):  # noqa: ANN001
         with self._lock:
             self.running += 1
-            self.most = max(self.most, self.running)
-        time.sleep(0.02)  # the model's work, not synchronisation
-        with self._lock:
-            self.running -= 1
+        self.release.wait(timeout=10)
         return [1] * len(data)
 
 
@@ -36,16 +36,28 @@ def test_predictions_in_flight_never_exceed_the_limit(threads: int) -> None:
     settings = Settings(tracking_uri="http://unused", model_names=("m",),
                         predict_threads=threads)
     service = Service(settings, registry=object())  # type: ignore[arg-type]
-    pyfunc = ConcurrencyRecordingModel()
+    pyfunc = BlockingModel()
     model = LoadedModel(name="m", version="1", pyfunc=pyfunc,  # type: ignore[arg-type]
                         input_schema=None, local_path=Path("/nonexistent"), run_id=None,
                         load_seconds=0.0)
     body = json.dumps({"dataframe_split": {"columns": ["a"], "data": [[1], [2]]}}).encode()
 
     async def burst() -> list[bytes]:
-        return await asyncio.gather(*(service.score(model, body, "application/json")
-                                      for _ in range(12)))
+        calls = asyncio.gather(*(service.score(model, body, "application/json")
+                                 for _ in range(REQUESTS)))
+        # Wait (with a deadline) until every request is either predicting or queued.
+        async def settled() -> None:
+            while True:
+                limiter = service._predict_limiter
+                stats = limiter.statistics() if limiter else None
+                if stats and stats.tasks_waiting == REQUESTS - threads and pyfunc.running == threads:
+                    return
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(settled(), timeout=10)
+        assert pyfunc.running == threads  # the rest wait for a token, not for the model
+        pyfunc.release.set()
+        return await calls
 
     answers = asyncio.run(burst())
-    assert [json.loads(a) for a in answers] == [{"predictions": [1, 1]}] * 12
-    assert pyfunc.most == threads
+    assert [json.loads(a) for a in answers] == [{"predictions": [1, 1]}] * REQUESTS
+    assert pyfunc.running == REQUESTS
