@@ -1,4 +1,4 @@
-"""`mlflow-hotswap-receiver` / `python -m receiver`: configure logging, check settings, run uvicorn."""
+"""`mlflow-hotswap-receiver` / `python -m receiver`: logging, settings, then uvicorn."""
 
 from __future__ import annotations
 

@@ -64,17 +64,18 @@ async def pinned_invocations(request: Request) -> Response:
     name = service.known_name_or_404(request.path_params["name"])
     version = request.path_params["version"]
     if not version.isdigit():
-        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Model version {version!r} is not a number.")
+        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST",
+                       f"Model version {version!r} is not a number.")
     try:
         model = await run_in_threadpool(service.loader.get, (name, version))
     except ModelNotFound as exc:
         raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", str(exc)) from None
     except MlflowException as exc:
-        raise ApiError(502, "MLFLOW_UNAVAILABLE",
-                       f"Could not fetch {name} version {version} from MLflow: {exc.message}") from None
+        raise ApiError(502, "MLFLOW_UNAVAILABLE", f"Could not fetch {name} version {version} "
+                       f"from MLflow: {exc.message}") from None
     except Exception as exc:  # noqa: BLE001 - a broken version must not break the server
-        raise ApiError(500, "MODEL_LOAD_FAILED",
-                       f"{name} version {version} failed to load: {type(exc).__name__}: {exc}") from None
+        raise ApiError(500, "MODEL_LOAD_FAILED", f"{name} version {version} failed to load: "
+                       f"{type(exc).__name__}: {exc}") from None
     return await _score(request, model)
 
 
