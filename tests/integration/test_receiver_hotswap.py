@@ -8,6 +8,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from examples.client import PredictionClient
 from mlflow_hotswap_plugin import events
 from mlflow_hotswap_plugin.signing import (
     DELIVERY_ID_HEADER,
@@ -16,7 +17,6 @@ from mlflow_hotswap_plugin.signing import (
     sign,
 )
 from tests.integration.conftest import metric, served_version
-from tests.support.load import PredictionLoad
 from tests.support.models import promote, register_sklearn_model, sample_rows
 from tests.support.waiting import wait_until
 
@@ -50,8 +50,10 @@ def test_promotion_under_load_fails_no_request(plain_mlflow, receivers, swap_mod
     receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600,
                          HOTSWAP_WEBHOOK_SECRET=SECRET)
     assert served_version(receiver) == v1
-    with PredictionLoad(receiver.url + "/invocations", sample_rows(3), clients=8) as load:
-        wait_until(lambda: load.count() > 50, timeout=30, message="load running")
+    client = PredictionClient(receiver.url, sample_rows(3), threads=8)
+    client.start()
+    try:
+        wait_until(lambda: client.counts()[0] > 50, timeout=30, message="load running")
         promote(plain_mlflow.url, name, v2, archive_existing=True)
         if how == "reload":
             reply = requests.post(receiver.url + "/models/reload", timeout=60)
@@ -59,9 +61,12 @@ def test_promotion_under_load_fails_no_request(plain_mlflow, receivers, swap_mod
         else:
             body = events.stage_transitioned(name, v2, "None", "Production").to_json()
             assert signed_post(receiver.url, body).status_code == 202
-        wait_until(lambda: load.versions()[v2] > 50, timeout=30, message="v2 answering")
-    assert load.failures() == []
-    assert set(load.versions()) == {v1, v2}
+        wait_until(lambda: client.counts()[2][v2] > 50, timeout=30, message="v2 answering")
+    finally:
+        client.stop()
+    _, failed, versions = client.counts()
+    assert (failed, client.errors()) == (0, [])
+    assert set(versions) == {v1, v2}
     assert served_version(receiver) == v2
     trigger = "manual" if how == "reload" else "webhook"
     assert metric(receiver, "hotswap_model_reloads_total", {"trigger": trigger}) == 1
