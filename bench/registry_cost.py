@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import time
 from contextlib import closing
+from typing import Any
 
 import requests
 
@@ -15,8 +16,8 @@ from bench.config import Config
 from bench.result import PartResult, table
 from bench.stack import MODEL_NAME, SECRET, Stack
 from bench.stats import ms, percentile
+from examples.processes import free_port
 from tests.support.capture import capture_server
-from tests.support.waiting import free_port
 
 PATH = "/api/2.0/mlflow/model-versions/transition-stage"
 
@@ -55,8 +56,9 @@ def run(stack: Stack, cfg: Config) -> PartResult:
         for i in range(cfg.registry_calls + warmup):
             names = list(urls) if i % 2 == 0 else list(reversed(urls))
             for name in names:
-                body = {"name": MODEL_NAME, "version": version, "stage": stages[i % 2],
-                        "archive_existing_versions": False}
+                body: dict[str, Any] = {"name": MODEL_NAME, "version": version,
+                                        "stage": stages[i % 2],
+                                        "archive_existing_versions": False}
                 started = time.perf_counter()
                 answer = sessions[name].post(urls[name] + PATH, json=body, timeout=30)
                 elapsed = time.perf_counter() - started

@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
+from examples.processes import free_port
 from mlflow_hotswap_plugin import events, signing
 from mlflow_hotswap_plugin.notifier import Notifier, Target, resolve
 from mlflow_hotswap_plugin.settings import Settings
 from tests.support.capture import capture_server, capture_servers_on_one_port
-from tests.support.waiting import free_port
 
 SECRET = "unit-secret"
 
