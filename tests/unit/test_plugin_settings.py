@@ -20,7 +20,8 @@ def test_reads_every_variable() -> None:
 
 @pytest.mark.parametrize(("env", "message"), [
     ({"HOTSWAP_TARGETS": "ftp://a/hook"}, "HOTSWAP_TARGETS: 'ftp://a/hook' is not an http(s) URL"),
-    ({"HOTSWAP_TARGETS": "receiver:8000"}, "HOTSWAP_TARGETS: 'receiver:8000' is not an http(s) URL"),
+    ({"HOTSWAP_TARGETS": "receiver:8000"},
+     "HOTSWAP_TARGETS: 'receiver:8000' is not an http(s) URL"),
     ({"HOTSWAP_TARGETS": "http://a:port/x"}, "HOTSWAP_TARGETS"),
     ({"HOTSWAP_TIMEOUT": "fast"}, "HOTSWAP_TIMEOUT must be a number, got 'fast'"),
     ({"HOTSWAP_TIMEOUT": "0"}, "HOTSWAP_TIMEOUT must be a positive number"),

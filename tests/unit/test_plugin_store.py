@@ -4,6 +4,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.file_store import FileStore
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
@@ -49,7 +50,7 @@ def new_model(store: HotswapRegistryStore, name: str, versions: int) -> None:
 
 
 def transition(store: HotswapRegistryStore, name: str, version: str, stage: str,
-               archive: bool = False) -> object:
+               archive: bool = False) -> ModelVersion:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return store.transition_model_version_stage(name, version, stage, archive)
