@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
 from tests.support.waiting import wait_until
 
@@ -22,6 +23,13 @@ def plain_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     server = start_mlflow_server(workdir, backend_uri=backend, registry_uri=backend)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The PostgreSQL at TEST_POSTGRES_URL, or an embedded one when nothing answers there."""
+    with postgres_server() as server:
+        yield server
 
 
 ReceiverFactory = Callable[..., ServerProcess]
