@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
 from mlflow.types import DataType, Schema
-from mlflow.utils.proto_json_utils import NumpyEncoder, _get_jsonable_obj
 
+from receiver.compat import NumpyEncoder, infer_and_parse_data, parse_csv_input
+from receiver.compat import get_jsonable_obj as _get_jsonable_obj
 from receiver.errors import ApiError
 
 INPUT_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
