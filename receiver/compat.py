@@ -10,19 +10,34 @@ as on 3.x; only the download below differs.
 from __future__ import annotations
 
 import inspect
+from typing import IO, Any, cast
 
 import mlflow
 from mlflow.artifacts import download_artifacts
-from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
-from mlflow.utils.proto_json_utils import NumpyEncoder, _get_jsonable_obj
+from mlflow.pyfunc import scoring_server
+from mlflow.types import Schema
+from mlflow.utils import proto_json_utils
+from mlflow.utils.proto_json_utils import NumpyEncoder
 from mlflow.version import VERSION as MLFLOW_VERSION
 
-# The scoring server's parsers and a private JSON helper: the same from 2.16 to 3.x, imported
-# here so that a move in a later MLflow is mended in one place.
 __all__ = ["MLFLOW_VERSION", "NumpyEncoder", "download_model", "get_jsonable_obj",
            "infer_and_parse_data", "parse_csv_input"]
 
-get_jsonable_obj = _get_jsonable_obj
+
+# The scoring server's parsers and a private JSON helper: the same from 2.16 to 3.x, wrapped
+# here (typed; MLflow's accept None for "no schema") so that a move in a later MLflow is mended
+# in one place.
+def infer_and_parse_data(data: dict[str, Any], schema: Schema | None) -> Any:
+    return scoring_server.infer_and_parse_data(data, cast(Schema, schema))
+
+
+def parse_csv_input(csv_input: IO[str], schema: Schema | None) -> Any:
+    return scoring_server.parse_csv_input(csv_input, cast(Schema, schema))
+
+
+def get_jsonable_obj(data: Any, pandas_orient: str = "records") -> Any:
+    return proto_json_utils._get_jsonable_obj(  # type: ignore[no-untyped-call]
+        data, pandas_orient=pandas_orient)
 
 # MLflow 3 added `registry_uri`; 2.x resolves `models:/` against the process-wide URIs.
 _DOWNLOAD_TAKES_REGISTRY_URI = "registry_uri" in inspect.signature(download_artifacts).parameters

@@ -16,8 +16,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.types import DataType, Schema
 
-from receiver.compat import NumpyEncoder, infer_and_parse_data, parse_csv_input
-from receiver.compat import get_jsonable_obj as _get_jsonable_obj
+from receiver.compat import NumpyEncoder, get_jsonable_obj, infer_and_parse_data, parse_csv_input
 from receiver.errors import ApiError
 
 INPUT_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -129,5 +128,5 @@ def predictions_json(raw: Any) -> bytes:
     if isinstance(raw, np.ndarray):
         predictions: Any = raw.tolist()
     else:
-        predictions = _get_jsonable_obj(raw, pandas_orient="records")
+        predictions = get_jsonable_obj(raw, pandas_orient="records")
     return json.dumps({"predictions": predictions}, cls=NumpyEncoder).encode()
