@@ -8,6 +8,7 @@ whether it accepted the signature (receivers answer 401 to a bad or missing one)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from mlflow_hotswap_plugin import events
@@ -42,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         if args.target:
-            settings = Settings(targets=tuple(args.target), secret=settings.secret,
-                                timeout=settings.timeout, max_retries=settings.max_retries)
+            settings = dataclasses.replace(settings, targets=tuple(args.target))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

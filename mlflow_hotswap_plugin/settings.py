@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from mlflow_hotswap_plugin.signing import parse_secrets
 
 TARGETS = "HOTSWAP_TARGETS"
 SECRET = "HOTSWAP_WEBHOOK_SECRET"
 TIMEOUT = "HOTSWAP_TIMEOUT"
 MAX_RETRIES = "HOTSWAP_MAX_RETRIES"
+# Upper bounds keep a dead receiver from holding its delivery lane for hours.
+MAX_TIMEOUT = 300.0
+MAX_RETRIES_LIMIT = 20
 
 
 class ConfigError(ValueError):
@@ -25,25 +31,37 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     targets: tuple[str, ...] = ()
-    secret: str | None = None
+    # Every configured secret; the first signs. Never shown (see __repr__).
+    secrets: tuple[str, ...] = field(default=(), repr=False)
     timeout: float = 5.0
     max_retries: int = 3
     # Not environment settings: limits that keep the notifier bounded.
-    queue_size: int = 1000
-    workers: int = 4
+    queue_size: int = 1000  # deliveries waiting, per target and per address
+    max_addresses: int = 64  # addresses notified per target (replicas behind one name)
 
     def __post_init__(self) -> None:
+        if isinstance(self.secrets, str):
+            raise TypeError("secrets is a tuple of secrets; see signing.parse_secrets")
         for target in self.targets:
             check_target(target)
-        if not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise ConfigError(f"{TIMEOUT} must be a positive number of seconds, got {self.timeout!r}")
-        if self.max_retries < 0:
-            raise ConfigError(f"{MAX_RETRIES} must be 0 or more, got {self.max_retries!r}")
+        if not (0 < self.timeout <= MAX_TIMEOUT and math.isfinite(self.timeout)):
+            raise ConfigError(f"{TIMEOUT} must be a positive number of seconds, at most "
+                              f"{MAX_TIMEOUT:g}, got {self.timeout!r}")
+        if not 0 <= self.max_retries <= MAX_RETRIES_LIMIT:
+            raise ConfigError(f"{MAX_RETRIES} must be 0 or more, at most {MAX_RETRIES_LIMIT}, "
+                              f"got {self.max_retries!r}")
+        if self.queue_size < 1 or self.max_addresses < 1:
+            raise ConfigError("queue_size and max_addresses must be at least 1")
+
+    @property
+    def secret(self) -> str | None:
+        """The secret deliveries are signed with: the first configured, if any."""
+        return self.secrets[0] if self.secrets else None
 
     def __repr__(self) -> str:
-        # Never show the secret, nor credentials a target URL may carry.
+        # Never show a secret, nor credentials a target URL may carry.
         return (f"Settings(targets={[redact(t) for t in self.targets]!r}, "
-                f"secret={'<set>' if self.secret else None}, timeout={self.timeout!r}, "
+                f"secrets=<{len(self.secrets)} set>, timeout={self.timeout!r}, "
                 f"max_retries={self.max_retries!r})")
 
     @classmethod
@@ -51,9 +69,9 @@ class Settings:
         env = os.environ if environ is None else environ
         targets = tuple(t.strip() for t in env.get(TARGETS, "").split(",") if t.strip())
         return cls(targets=targets,
-                   secret=env.get(SECRET) or None,
-                   timeout=_number(env, TIMEOUT, 5.0, float),
-                   max_retries=_number(env, MAX_RETRIES, 3, int))
+                   secrets=parse_secrets(env.get(SECRET)),
+                   timeout=_float(env, TIMEOUT, 5.0),
+                   max_retries=_int(env, MAX_RETRIES, 3))
 
 
 def check_target(target: str) -> None:
@@ -83,13 +101,25 @@ def redact(target: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float | int:
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        noun = "an integer" if kind is int else "a number"
-        raise ConfigError(f"{name} must be {noun}, got {raw!r}") from None
-    return value
+    # ASCII decimals only: float() would also take "nan", "1_0" and non-ASCII digits.
+    if not _DECIMAL.fullmatch(raw):
+        raise ConfigError(f"{name} must be a number, got {raw[:40]!r}")
+    return float(raw)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not _DIGITS.fullmatch(raw):
+        raise ConfigError(f"{name} must be an integer, got {raw[:40]!r}")
+    return int(raw)
+
+
+# A sign is let through so that "-1" gets the range message, which says more than "bad number".
+_DIGITS = re.compile(r"-?[0-9]{1,9}")
+_DECIMAL = re.compile(r"-?([0-9]{1,9}(\.[0-9]*)?|\.[0-9]+)")

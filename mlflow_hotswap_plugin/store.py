@@ -10,17 +10,14 @@ in DESIGN.md calls the real method first and emits only once it has returned.
 from __future__ import annotations
 
 import logging
-import os
-from functools import lru_cache
 from typing import Any
 
-from mlflow.entities.model_registry.model_version_stages import get_canonical_stage
 from mlflow.store.model_registry.abstract_store import AbstractStore
-from mlflow.utils.uri import extract_db_type_from_uri, get_uri_scheme
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-from mlflow_hotswap_plugin import events
+from mlflow_hotswap_plugin import compat, events
 from mlflow_hotswap_plugin.notifier import Notifier
-from mlflow_hotswap_plugin.settings import TARGETS, Settings
+from mlflow_hotswap_plugin.settings import TARGETS, Settings, redact
 
 logger = logging.getLogger(__name__)
 
@@ -29,35 +26,29 @@ PREFIX = "hotswap+"
 
 def real_uri(store_uri: str) -> str:
     if not store_uri.startswith(PREFIX):
-        raise ValueError(f"Not a hotswap registry URI (expected '{PREFIX}<uri>'): {store_uri!r}")
+        raise ValueError(f"Not a hotswap registry URI (expected '{PREFIX}<uri>'): "
+                         f"{redact(store_uri)!r}")
     return store_uri[len(PREFIX):]
 
 
 def _real_store_class(uri: str) -> tuple[type[AbstractStore], dict[str, Any]]:
     """The class and extra arguments MLflow's server would use for `uri` (handlers.py)."""
-    if get_uri_scheme(uri) in ("", "file"):
+    if compat.uri_scheme(uri) in ("", "file"):
         from mlflow.store.model_registry.file_store import FileStore
 
         return FileStore, {}
-    extract_db_type_from_uri(uri)  # raises MLflow's own error for an unsupported scheme
-    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
-    from mlflow.server.constants import READ_REPLICA_BACKEND_STORE_URI_ENV_VAR
-    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
-
-    store_cls: type[AbstractStore] = SqlAlchemyStore
-    if MLFLOW_ENABLE_WORKSPACES.get():
-        from mlflow.store.model_registry.sqlalchemy_workspace_store import (
-            WorkspaceAwareSqlAlchemyStore,
-        )
-
-        store_cls = WorkspaceAwareSqlAlchemyStore
-    return store_cls, {"read_db_uri": os.environ.get(READ_REPLICA_BACKEND_STORE_URI_ENV_VAR)}
+    compat.check_db_uri(uri)  # raises MLflow's own error for an unsupported scheme
+    return compat.sql_store_class(), compat.sql_store_kwargs()
 
 
-@lru_cache(maxsize=None)
+_classes: dict[type[AbstractStore], type[HotswapRegistryStore]] = {}
+
+
 def _hotswap_class(real_cls: type[AbstractStore]) -> type[HotswapRegistryStore]:
-    name = f"Hotswap{real_cls.__name__}"
-    return type(name, (HotswapRegistryStore, real_cls), {"__module__": __name__})
+    if real_cls not in _classes:
+        name = f"Hotswap{real_cls.__name__}"
+        _classes[real_cls] = type(name, (HotswapRegistryStore, real_cls), {"__module__": __name__})
+    return _classes[real_cls]
 
 
 class HotswapRegistryStore(AbstractStore):
@@ -79,7 +70,8 @@ class HotswapRegistryStore(AbstractStore):
             # Read before the real store connects: a bad setting fails the server start fast.
             notifier = Notifier(settings if settings is not None else Settings.from_env())
         real_cls, extra = _real_store_class(uri)
-        real_cls.__init__(self, uri, **extra)  # type: ignore[misc]
+        real_init: Any = real_cls.__init__
+        real_init(self, uri, **extra)
         self.notifier = notifier
         if notifier.targets:
             logger.info("mlflow-hotswap: notifying %d target(s) of registry changes",
@@ -87,6 +79,10 @@ class HotswapRegistryStore(AbstractStore):
         else:
             logger.warning("mlflow-hotswap: %s is not set; registry changes notify no one",
                            TARGETS)
+
+    def _real(self) -> Any:
+        """The real store's methods (MLflow's are untyped: Any keeps that in one place)."""
+        return super()
 
     def _emit(self, event: events.Event) -> None:
         try:
@@ -98,10 +94,14 @@ class HotswapRegistryStore(AbstractStore):
 
     def transition_model_version_stage(self, name: str, version: str, stage: str,
                                        archive_existing_versions: bool) -> Any:
-        from_stage, archived = self._before_transition(name, version, stage,
-                                                       archive_existing_versions)
-        result = super().transition_model_version_stage(name, version, stage,
+        before = self._before_transition(name, version, stage, archive_existing_versions)
+        result = self._real().transition_model_version_stage(name, version, stage,
                                                         archive_existing_versions)
+        if before is None:
+            logger.warning("mlflow-hotswap: could not read the stages of %r before the "
+                           "transition; the event has no from_stage and versions it archived "
+                           "are not notified", name)
+        from_stage, archived = before or ("", [])
         self._emit(events.stage_transitioned(name, str(result.version), from_stage,
                                              result.current_stage))
         for other_version, other_from in archived:
@@ -109,62 +109,87 @@ class HotswapRegistryStore(AbstractStore):
         return result
 
     def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
-        super().set_registered_model_alias(name, alias, version)
+        self._real().set_registered_model_alias(name, alias, version)
         self._emit(events.alias_created(name, alias, str(version)))
 
     def delete_registered_model_alias(self, name: str, alias: str) -> None:
-        super().delete_registered_model_alias(name, alias)
+        self._real().delete_registered_model_alias(name, alias)
         self._emit(events.alias_deleted(name, alias))
 
     def delete_model_version(self, name: str, version: str) -> None:
-        super().delete_model_version(name, version)
+        self._real().delete_model_version(name, version)
         self._emit(events.version_deleted(name, str(version)))
 
     def delete_registered_model(self, name: str) -> None:
-        super().delete_registered_model(name)
+        self._real().delete_registered_model(name)
         self._emit(events.model_deleted(name))
 
     def rename_registered_model(self, name: str, new_name: str) -> Any:
-        result = super().rename_registered_model(name, new_name)
+        result = self._real().rename_registered_model(name, new_name)
         self._emit(events.model_renamed(name, new_name))
         return result
 
     # -- helpers ------------------------------------------------------------------------------
 
     def _before_transition(self, name: str, version: str, stage: str,
-                           archive: bool) -> tuple[str, list[tuple[str, str]]]:
-        """The version's stage now, and (when archiving) the other versions in the target stage.
+                           archive: bool) -> tuple[str, list[tuple[str, str]]] | None:
+        """The version's stage now, and (when archiving) the other versions in the target stage;
+        None when they cannot be read.
 
         MLflow archives those in the same transaction and returns only the promoted version, so
-        they are looked up first. A failed look-up costs those events, never the transition.
+        they are looked up first. A failed look-up costs those events, never the transition
+        (which, for a bad name, version or stage, raises MLflow's own error).
         """
         if not self.notifier.targets:
             return "", []
         try:
-            from_stage = self.get_model_version(name, version).current_stage
+            target_stage = compat.canonical_stage(stage) if archive else None
+            if isinstance(self, SqlAlchemyStore):
+                rows = self._sql_stages(name, int(version), target_stage)
+            else:
+                rows = self._searched_stages(name, str(version), target_stage)
         except Exception:
-            return "", []  # the transition itself will raise MLflow's error for this
-        if not archive:
-            return from_stage, []
-        try:
-            canonical = get_canonical_stage(stage)
-            archived = [(str(mv.version), mv.current_stage)
-                        for mv in self._all_versions(name)
-                        if mv.current_stage == canonical and str(mv.version) != str(version)]
-        except Exception:
-            logger.warning("mlflow-hotswap: cannot list versions of %r; archived versions will "
-                           "not be notified", name, exc_info=True)
-            archived = []
-        return from_stage, archived
+            logger.debug("mlflow-hotswap: look-up before transitioning %r %r failed", name,
+                         version, exc_info=True)
+            return None
+        from_stage = rows.pop(str(int(version)), "")
+        return from_stage, sorted(rows.items(), key=lambda row: int(row[0]))
 
-    def _all_versions(self, name: str) -> list[Any]:
+    def _sql_stages(self, name: str, version: int,
+                    target_stage: str | None) -> dict[str, str]:
+        """{version: stage} of `version` and the versions in `target_stage`: one query on the
+        (name, version) key, the rows MLflow's own archiving reads, so the cost does not grow
+        with the registry."""
+        from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
+        from sqlalchemy import or_
+
+        wanted: Any = SqlModelVersion.version == version
+        if target_stage is not None:
+            wanted = or_(wanted, SqlModelVersion.current_stage == target_stage)
+        with compat.primary_session(self) as session:
+            rows = (compat.scoped_query(self, session, SqlModelVersion)
+                    .filter(SqlModelVersion.name == name, wanted)
+                    .with_entities(SqlModelVersion.version, SqlModelVersion.current_stage)
+                    .all())
+        return {str(number): str(current) for number, current in rows}
+
+    def _searched_stages(self, name: str, version: str,
+                         target_stage: str | None) -> dict[str, str]:
+        """The same through the public API, for stores without SQL (FileStore, which reads
+        every version of the model for a transition anyway)."""
+        real = self._real()
+        promoted = real.get_model_version(name, version)
+        version = str(promoted.version)
+        stages = {version: promoted.current_stage}
+        if target_stage is None:
+            return stages
         quote = '"' if "'" in name else "'"
-        found: list[Any] = []
         token = None
         while True:
-            page = self.search_model_versions(filter_string=f"name = {quote}{name}{quote}",
+            page = real.search_model_versions(filter_string=f"name = {quote}{name}{quote}",
                                               max_results=1000, page_token=token)
-            found.extend(page)
+            stages.update((str(mv.version), mv.current_stage) for mv in page
+                          if mv.current_stage == target_stage and str(mv.version) != version)
             token = page.token
             if not token:
-                return found
+                return stages

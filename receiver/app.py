@@ -5,14 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ExceptionHandler
 
 from receiver import endpoints
-from receiver.errors import ApiError, error_response, handle_api_error
+from receiver.errors import (
+    DOMAIN_ERRORS,
+    ApiError,
+    error_response,
+    handle_api_error,
+    handle_domain_error,
+)
 from receiver.service import Service
 from receiver.settings import Settings
 
@@ -52,9 +60,10 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         Route("/ping", endpoints.ping, methods=["GET"]),
         Route("/version", endpoints.version, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={ApiError: handle_api_error, Exception: _internal_error,
-                                        404: _not_found, 405: _method_not_allowed})
+    handlers: dict[Any, ExceptionHandler] = dict.fromkeys(DOMAIN_ERRORS, handle_domain_error)
+    handlers.update({ApiError: handle_api_error, Exception: _internal_error,
+                     404: _not_found, 405: _method_not_allowed})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.service = service
     return app
 

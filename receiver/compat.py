@@ -36,8 +36,7 @@ def parse_csv_input(csv_input: IO[str], schema: Schema | None) -> Any:
 
 
 def get_jsonable_obj(data: Any, pandas_orient: str = "records") -> Any:
-    return proto_json_utils._get_jsonable_obj(  # type: ignore[no-untyped-call]
-        data, pandas_orient=pandas_orient)
+    return proto_json_utils._get_jsonable_obj(data, pandas_orient=pandas_orient)
 
 # MLflow 3 added `registry_uri`; 2.x resolves `models:/` against the process-wide URIs.
 _DOWNLOAD_TAKES_REGISTRY_URI = "registry_uri" in inspect.signature(download_artifacts).parameters

@@ -1,25 +1,59 @@
-"""Thin HTTP handlers: read the request, ask the service, shape the response."""
+"""Thin HTTP handlers: read the request, ask the service's parts, decide the HTTP answer.
+
+A prediction flows one way: handler -> ScoringLane -> scoring -> back to the handler.
+Domain exceptions pass through untouched; errors.py turns them into HTTP responses.
+"""
 
 from __future__ import annotations
 
 import hmac
 import time
+from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mlflow.exceptions import MlflowException
 from receiver import compat, scoring
 from receiver.errors import ApiError
-from receiver.registry import LoadedModel, ModelNotFound
+from receiver.registry import LoadedModel
 from receiver.service import Service
-from receiver.updater import FAILED, RELOADED
+from receiver.updater import RefreshStatus
+from receiver.webhooks import InvalidSignature, MalformedNotification
 
 
 def _service(request: Request) -> Service:
-    return request.app.state.service  # type: ignore[no-any-return]
+    service: Service = request.app.state.service
+    return service
+
+
+def _served_or_503(service: Service, name: str) -> LoadedModel:
+    model = service.updater.served(name)
+    if model is None:
+        raise ApiError(503, "MODEL_NOT_LOADED",
+                       f"No version of {name} is loaded yet "
+                       f"(following {name}{service.settings.reference}); retry shortly.",
+                       headers={"Retry-After": str(service.updater.retry_after())})
+    return model
+
+
+def _known_name_or_404(service: Service, name: str) -> str:
+    if name not in service.settings.model_names:
+        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST",
+                       f"Model {name!r} is not served here; served: "
+                       f"{', '.join(service.settings.model_names)}.")
+    return name
+
+
+def _describe(service: Service, name: str) -> dict[str, Any]:
+    settings = service.settings
+    model = service.updater.served(name)
+    following = {"alias": settings.alias} if settings.alias else {"stage": settings.stage}
+    if model is None:
+        return {"name": name, "version": None, **following}
+    return {"name": name, "version": model.version, **following,
+            "loaded_at": model.loaded_at, "load_seconds": round(model.load_seconds, 3),
+            "run_id": model.run_id}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -43,47 +77,37 @@ async def _score(request: Request, model: LoadedModel) -> Response:
     service = _service(request)
     mime = scoring.media_type(request.headers.get("content-type"))
     body = await _read_body(request, service.settings.max_body_bytes)
-    content = await service.score(model, body, mime)
+    content = await service.lane.score(model, body, mime)
     return Response(content, media_type=scoring.JSON,
                     headers={"X-Model-Name": model.name, "X-Model-Version": model.version})
 
 
 async def invocations(request: Request) -> Response:
     service = _service(request)
-    return await _score(request, service.served_or_503(service.settings.default_model))
+    return await _score(request, _served_or_503(service, service.settings.default_model))
 
 
 async def model_invocations(request: Request) -> Response:
     service = _service(request)
-    name = service.known_name_or_404(request.path_params["name"])
-    return await _score(request, service.served_or_503(name))
+    name = _known_name_or_404(service, request.path_params["name"])
+    return await _score(request, _served_or_503(service, name))
 
 
 async def pinned_invocations(request: Request) -> Response:
     service = _service(request)
-    name = service.known_name_or_404(request.path_params["name"])
+    name = _known_name_or_404(service, request.path_params["name"])
     version = request.path_params["version"]
     if not version.isdigit():
         raise ApiError(404, "RESOURCE_DOES_NOT_EXIST",
                        f"Model version {version!r} is not a number.")
-    try:
-        model = await run_in_threadpool(service.loader.get, (name, version))
-    except ModelNotFound as exc:
-        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", str(exc)) from None
-    except MlflowException as exc:
-        raise ApiError(502, "MLFLOW_UNAVAILABLE", f"Could not fetch {name} version {version} "
-                       f"from MLflow: {exc.message}") from None
-    except Exception as exc:  # noqa: BLE001 - a broken version must not break the server
-        raise ApiError(500, "MODEL_LOAD_FAILED", f"{name} version {version} failed to load: "
-                       f"{type(exc).__name__}: {exc}") from None
-    return await _score(request, model)
+    return await _score(request, await service.updater.pinned(name, version))
 
 
 async def current_model(request: Request) -> JSONResponse:
     service = _service(request)
-    default = service.served_or_503(service.settings.default_model)
-    models = {name: service.describe(name) for name in service.settings.model_names}
-    return JSONResponse({**service.describe(default.name), "models": models})
+    default = _served_or_503(service, service.settings.default_model)
+    models = {name: _describe(service, name) for name in service.settings.model_names}
+    return JSONResponse({**_describe(service, default.name), "models": models})
 
 
 async def reload_models(request: Request) -> JSONResponse:
@@ -91,14 +115,14 @@ async def reload_models(request: Request) -> JSONResponse:
     _require_admin(request, service.settings.admin_token)
     result = await service.updater.trigger("manual")
     name = service.settings.default_model
-    served = service.updater.served(name)
-    version = served.version if served else None
-    if result.status.get(name) == FAILED or name not in result.status:
-        message = result.errors.get(name) or result.errors.get("*") or "reload failed"
+    version = _version(service, name)
+    if result.status.get(name, RefreshStatus.FAILED) == RefreshStatus.FAILED:
+        message = result.errors.get(name) or result.crash or "reload failed"
         return JSONResponse({"error_code": "RELOAD_FAILED", "message": message,
                              "model_version": version}, status_code=502)
-    status = "reloaded" if result.status[name] == RELOADED else "unchanged"
-    details = {n: {"status": s, "version": _version(service, n), "error": result.errors.get(n)}
+    status = "reloaded" if result.status[name] == RefreshStatus.RELOADED else "unchanged"
+    details = {n: {"status": s.value, "version": _version(service, n),
+                   "error": result.errors.get(n)}
                for n, s in result.status.items()}
     return JSONResponse({"status": status, "model_version": version, "models": details})
 
@@ -119,21 +143,24 @@ def _require_admin(request: Request, token: str | None) -> None:
 
 async def webhook(request: Request) -> JSONResponse:
     service = _service(request)
+    outcomes = service.metrics.webhook_requests
     body = await _read_body(request, service.settings.max_body_bytes)
     try:
         notification = service.verifier.check(request.headers, body)
-    except ApiError as exc:
-        service.metrics.webhook_requests.labels(
-            outcome="rejected" if exc.status == 401 else "malformed").inc()
+    except InvalidSignature:
+        outcomes.labels(outcome="rejected").inc()
+        raise
+    except MalformedNotification:
+        outcomes.labels(outcome="malformed").inc()
         raise
     if notification is None:
-        service.metrics.webhook_requests.labels(outcome="duplicate").inc()
+        outcomes.labels(outcome="duplicate").inc()
         return JSONResponse({"status": "duplicate"}, status_code=202)
     if not notification.model_names() & set(service.settings.model_names):
-        service.metrics.webhook_requests.labels(outcome="ignored").inc()
+        outcomes.labels(outcome="ignored").inc()
         return JSONResponse({"status": "ignored"}, status_code=202)
     service.updater.trigger("webhook")
-    service.metrics.webhook_requests.labels(outcome="accepted").inc()
+    outcomes.labels(outcome="accepted").inc()
     return JSONResponse({"status": "accepted"}, status_code=202)
 
 
@@ -165,7 +192,7 @@ async def ping(request: Request) -> Response:
     """`mlflow models serve`'s health check, for its clients and probes: 200 once the default
     model is served; until then 503 with Retry-After (MLflow answers 404: it never waits)."""
     service = _service(request)
-    service.served_or_503(service.settings.default_model)
+    _served_or_503(service, service.settings.default_model)
     return Response("\n", media_type=scoring.JSON)
 
 

@@ -1,9 +1,18 @@
-"""The one error type handlers raise, rendered as `{"error_code": ..., "message": ...}`."""
+"""Errors as HTTP: the one place a domain exception becomes `{"error_code", "message"}`.
+
+The domain modules raise their own exceptions and know nothing of HTTP; the handlers raise
+ApiError only for decisions that are HTTP's own (503 while nothing is served, 404 for an
+unknown name, 413, 401 for the admin token).
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from receiver.registry import ModelLoadFailed, ModelNotFound, RegistryUnavailable
+from receiver.scoring import BadInput, UnsupportedMediaType
+from receiver.webhooks import InvalidSignature, MalformedNotification
 
 
 class ApiError(Exception):
@@ -16,6 +25,18 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+# Domain exception -> (status, error_code); the message is the exception's own.
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    BadInput: (400, "BAD_REQUEST"),
+    MalformedNotification: (400, "BAD_REQUEST"),
+    InvalidSignature: (401, "UNAUTHENTICATED"),
+    ModelNotFound: (404, "RESOURCE_DOES_NOT_EXIST"),
+    UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
+    ModelLoadFailed: (500, "MODEL_LOAD_FAILED"),
+    RegistryUnavailable: (502, "MLFLOW_UNAVAILABLE"),
+}
+
+
 def error_response(status: int, error_code: str, message: str,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error_code": error_code, "message": message}, status_code=status,
@@ -25,3 +46,9 @@ def error_response(status: int, error_code: str, message: str,
 async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.error_code, exc.message, exc.headers)
+
+
+async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    status, error_code = next(mapped for kind, mapped in DOMAIN_ERRORS.items()
+                              if isinstance(exc, kind))
+    return error_response(status, error_code, str(exc))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import Generic, TypeVar
 
 from cachetools import LRUCache
 

@@ -19,6 +19,7 @@ from typing import Any
 import mlflow.pyfunc
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 
 from receiver import compat
@@ -33,11 +34,19 @@ class ModelNotFound(LookupError):
     """The registered model or version does not exist in the registry."""
 
 
+class RegistryUnavailable(ConnectionError):
+    """MLflow could not be asked, or refused to answer."""
+
+
+class ModelLoadFailed(RuntimeError):
+    """A version exists but could not be downloaded, loaded or warmed up."""
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     name: str
     version: str
-    pyfunc: mlflow.pyfunc.PyFuncModel
+    pyfunc: PyFuncModel
     input_schema: Schema | None
     local_path: Path
     run_id: str | None
@@ -123,7 +132,7 @@ class Registry:
         logger.info("Cleaned up model version %s of %s", model.version, model.name)
 
 
-def _single_threaded(pyfunc: mlflow.pyfunc.PyFuncModel) -> None:
+def _single_threaded(pyfunc: PyFuncModel) -> None:
     """Make each predict run on one thread.
 
     A scikit-learn estimator fitted with n_jobs=-1 (a RandomForest, or one inside a Pipeline)
@@ -142,11 +151,11 @@ def _single_threaded(pyfunc: mlflow.pyfunc.PyFuncModel) -> None:
         try:
             raw.set_params(**updates)
             logger.info("Predicting on one thread per request (was %s)", updates)
-        except Exception:  # noqa: BLE001 - keep the model as it is
+        except Exception:  # keep the model as it is
             logger.warning("Could not set n_jobs=1 on the model", exc_info=True)
 
 
-def _warm_up(pyfunc: mlflow.pyfunc.PyFuncModel, local_path: str) -> None:
+def _warm_up(pyfunc: PyFuncModel, local_path: str) -> None:
     """One prediction on the saved input example, so the first request is not the slow one and
     a model that loads but cannot predict is never swapped in."""
     example: Any = pyfunc.metadata.load_input_example(local_path)

@@ -17,54 +17,55 @@ from mlflow.exceptions import MlflowException
 from mlflow.types import DataType, Schema
 
 from receiver.compat import NumpyEncoder, get_jsonable_obj, infer_and_parse_data, parse_csv_input
-from receiver.errors import ApiError
 
 INPUT_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON = "application/json"
 CSV = "text/csv"
 
 
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, "BAD_REQUEST", message)
+class BadInput(ValueError):
+    """The request body is malformed or does not fit the model's signature."""
+
+
+class UnsupportedMediaType(ValueError):
+    """The request's Content-Type is not one the scoring protocol reads."""
 
 
 def media_type(content_type: str | None) -> str:
-    """The bare media type; 415 for anything but JSON or CSV in UTF-8."""
+    """The bare media type; UnsupportedMediaType for anything but JSON or CSV in UTF-8."""
     if not content_type:
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
-                       f"Content-Type is missing; send {JSON} or {CSV}.")
+        raise UnsupportedMediaType(f"Content-Type is missing; send {JSON} or {CSV}.")
     mime, *parameters = (part.strip() for part in content_type.split(";"))
     mime = mime.lower()
     if mime not in (JSON, CSV):
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
-                       f"Content-Type {content_type!r} is not supported; send {JSON} or {CSV}.")
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not supported; send {JSON} or {CSV}.")
     for parameter in parameters:
         key, _, value = parameter.partition("=")
         if key.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
-            raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
-                           f"Content-Type parameter {parameter!r} is not supported; "
-                           "only charset=utf-8.")
+            raise UnsupportedMediaType(
+                f"Content-Type parameter {parameter!r} is not supported; only charset=utf-8.")
     return mime
 
 
 def parse(body: bytes, mime: str, schema: Schema | None) -> tuple[Any, dict[str, Any] | None]:
-    """Model input and params from a request body; ApiError(400) when it is malformed."""
+    """Model input and params from a request body; BadInput when it is malformed."""
     if mime == CSV:
         return _parse_csv(body, schema), None
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+        raise BadInput(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(document, dict):
-        raise bad_request(f"The JSON body must be an object with exactly one of "
+        raise BadInput(f"The JSON body must be an object with exactly one of "
                           f"{', '.join(INPUT_FORMATS)}; got {type(document).__name__}.")
     present = [key for key in INPUT_FORMATS if key in document]
     if len(present) != 1:
-        raise bad_request(f"The JSON body must have exactly one of {', '.join(INPUT_FORMATS)}; "
+        raise BadInput(f"The JSON body must have exactly one of {', '.join(INPUT_FORMATS)}; "
                           f"got keys {sorted(document)}.")
     params = document.get("params")
     if params is not None and not isinstance(params, dict):
-        raise bad_request(f"'params' must be an object, got {type(params).__name__}.")
+        raise BadInput(f"'params' must be an object, got {type(params).__name__}.")
     if present[0] == "dataframe_split":
         frame = _all_double_split(document["dataframe_split"], schema)
         if frame is not None:
@@ -72,9 +73,9 @@ def parse(body: bytes, mime: str, schema: Schema | None) -> tuple[Any, dict[str,
     try:
         data = infer_and_parse_data({present[0]: document[present[0]]}, schema)
     except MlflowException as exc:
-        raise bad_request(exc.message) from None
+        raise BadInput(exc.message) from None
     except Exception as exc:  # noqa: BLE001 - pandas/numpy reject malformed shapes variously
-        raise bad_request(f"Could not read '{present[0]}': {exc}.") from None
+        raise BadInput(f"Could not read '{present[0]}': {exc}.") from None
     return data, params
 
 
@@ -85,7 +86,7 @@ def _double_columns(schema: Schema | None) -> list[str] | None:
     if any(spec.type != DataType.double or getattr(spec, "optional", False)
            or not getattr(spec, "required", True) for spec in schema.inputs):
         return None
-    return schema.input_names()
+    return [str(name) for name in schema.input_names()]  # has_input_names: all str
 
 
 def _all_double_split(split: Any, schema: Schema | None) -> pd.DataFrame | None:
@@ -115,13 +116,13 @@ def _parse_csv(body: bytes, schema: Schema | None) -> pd.DataFrame:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise bad_request(f"The CSV body is not valid UTF-8: {exc}.") from None
+        raise BadInput(f"The CSV body is not valid UTF-8: {exc}.") from None
     try:
         return parse_csv_input(io.StringIO(text), schema)
     except MlflowException as exc:
-        raise bad_request(exc.message) from None
-    except Exception as exc:  # noqa: BLE001
-        raise bad_request(f"Could not read the CSV body: {exc}.") from None
+        raise BadInput(exc.message) from None
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise BadInput(f"Could not read the CSV body: {exc}.") from None
 
 
 def predictions_json(raw: Any) -> bytes:

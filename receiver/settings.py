@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 
 class SettingsError(ValueError):
@@ -82,7 +85,7 @@ def _required(env: Mapping[str, str], key: str) -> str:
     return value
 
 
-def _number(env: Mapping[str, str], key: str, default: float, kind: type) -> float:
+def _number(env: Mapping[str, str], key: str, default: N, kind: type[N]) -> N:
     raw = env.get(key, "").strip()
     if not raw:
         return default

@@ -3,24 +3,51 @@
 One background task owns every refresh, so refreshes never overlap: it wakes on a trigger
 (notification, manual reload) or when the poll interval runs out. Triggers that arrive while
 a refresh runs are coalesced into one more refresh, which is what they all wait for.
+
+The updater owns the model cache: it loads through it, and its eviction hook frees a model's
+files unless that model is still served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
+import anyio
+from mlflow.exceptions import MlflowException
+
+from receiver import threads
 from receiver.loader import FastModelLoader
 from receiver.metrics import Metrics
-from receiver.registry import LoadedModel, Registry
+from receiver.registry import (
+    LoadedModel,
+    ModelLoadFailed,
+    ModelNotFound,
+    Registry,
+    RegistryUnavailable,
+)
 from receiver.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-RELOADED, UNCHANGED, FAILED, ABSENT = "reloaded", "unchanged", "failed", "absent"
+Trigger = Literal["webhook", "poll", "manual", "startup"]
+
+
+class RefreshStatus(str, enum.Enum):
+    """What a refresh did to one model."""
+
+    RELOADED = "reloaded"    # swapped to another version
+    UNCHANGED = "unchanged"  # the reference still points to the served version
+    FAILED = "failed"        # resolve, load or warm-up failed; the served version stays
+    ABSENT = "absent"        # nothing is at the stage or alias; the served version stays
+
+
 # A burst of notifications is settled before the registry is asked: the refresh waits until
 # none has come for QUIET seconds, at most SETTLE_MAX. One notification costs QUIET; a storm
 # of any size costs one resolve, plus one for those that arrive while it runs.
@@ -30,21 +57,28 @@ QUIET, SETTLE_MAX = 0.05, 1.0
 @dataclass
 class RefreshResult:
     """What one refresh did, per model name: a status and, when it failed, why."""
-    status: dict[str, str] = field(default_factory=dict)
+
+    status: dict[str, RefreshStatus] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    # The refresh as a whole crashed before it could say anything per model.
+    crash: str | None = None
 
     @property
     def failed(self) -> bool:
-        return bool(self.errors)
+        return bool(self.errors) or self.crash is not None
 
 
 class ModelUpdater:
-    def __init__(self, settings: Settings, registry: Registry,
-                 loader: FastModelLoader[tuple[str, str], LoadedModel], metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, registry: Registry, metrics: Metrics,
+                 limiter: anyio.CapacityLimiter,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._registry = registry
-        self._loader = loader
         self._metrics = metrics
+        self._limiter = limiter
+        self._clock = clock
+        self._cache: FastModelLoader[tuple[str, str], LoadedModel] = FastModelLoader(
+            self._load, settings.cache_size, metrics, on_evict=self._evicted)
         # The served models. Handlers read an entry once per request, so a swap is a single
         # reference assignment and a request in flight keeps the model it started with.
         self._served: dict[str, LoadedModel] = {}
@@ -53,7 +87,7 @@ class ModelUpdater:
         self.next_attempt_at: float | None = None
         self._wakeup: asyncio.Event | None = None
         self._pending: asyncio.Future[RefreshResult] | None = None
-        self._pending_trigger = "startup"
+        self._pending_trigger: Trigger = "startup"
         self._task: asyncio.Task[None] | None = None
         self._last_webhook = 0.0
 
@@ -62,6 +96,23 @@ class ModelUpdater:
 
     def is_served(self, model: LoadedModel) -> bool:
         return self._served.get(model.name) is model
+
+    async def pinned(self, name: str, version: str) -> LoadedModel:
+        """One version of `name`, from the cache or loaded into it, whatever is served.
+
+        Raises ModelNotFound, RegistryUnavailable when MLflow cannot be asked, and
+        ModelLoadFailed when the version cannot be loaded or warmed up.
+        """
+        try:
+            return await threads.run(self._cache.get, (name, version), limiter=self._limiter)
+        except ModelNotFound:
+            raise
+        except MlflowException as exc:
+            raise RegistryUnavailable(f"Could not fetch {name} version {version} from MLflow: "
+                                      f"{exc.message}") from None
+        except Exception as exc:  # noqa: BLE001 - a broken version must not break the server
+            raise ModelLoadFailed(f"{name} version {version} failed to load: "
+                                  f"{type(exc).__name__}: {exc}") from None
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -74,14 +125,14 @@ class ModelUpdater:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def trigger(self, reason: str) -> asyncio.Future[RefreshResult]:
+    def trigger(self, reason: Trigger) -> asyncio.Future[RefreshResult]:
         """Ask for a refresh now; the returned future completes when that refresh has run.
 
         Every trigger that arrives before the refresh starts shares one future and one run.
         """
         assert self._wakeup is not None, "start() the updater first"
         if reason == "webhook":
-            self._last_webhook = time.monotonic()
+            self._last_webhook = self._clock()
         if self._pending is None:
             self._pending = asyncio.get_running_loop().create_future()
             self._pending_trigger = reason
@@ -92,35 +143,33 @@ class ModelUpdater:
         """Seconds a client should wait before the next attempt to load a model."""
         if self.next_attempt_at is None:
             return 1
-        return max(1, round(self.next_attempt_at - time.monotonic()))
+        return max(1, round(self.next_attempt_at - self._clock()))
 
     async def _run(self) -> None:
         assert self._wakeup is not None
         while True:
             delay = self._delay()
-            self.next_attempt_at = time.monotonic() + delay
-            try:
+            self.next_attempt_at = self._clock() + delay
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
             if self._pending is not None and self._pending_trigger == "webhook":
                 await self._settle()
             self._wakeup.clear()
             waiters, self._pending = self._pending, None
-            trigger = self._pending_trigger if waiters is not None else "poll"
+            trigger: Trigger = self._pending_trigger if waiters is not None else "poll"
             try:
-                result = await asyncio.to_thread(self.refresh_all, trigger)
-            except Exception as exc:  # noqa: BLE001 - the updater must outlive any failure
+                result = await threads.run(self.refresh_all, trigger, limiter=self._limiter)
+            except Exception as exc:  # the updater must outlive any failure
                 logger.exception("Model refresh crashed")
-                result = RefreshResult(errors={"*": repr(exc)})
+                result = RefreshResult(crash=repr(exc))
             self._consecutive_failures = self._consecutive_failures + 1 if result.failed else 0
             if waiters is not None and not waiters.done():
                 waiters.set_result(result)
 
     async def _settle(self) -> None:
-        first = time.monotonic()
+        first = self._clock()
         while True:
-            now = time.monotonic()
+            now = self._clock()
             quiet_for = now - self._last_webhook
             if quiet_for >= QUIET or now - first >= SETTLE_MAX:
                 return
@@ -131,18 +180,19 @@ class ModelUpdater:
             return self._settings.update_interval
         delays = self._settings.retry_delays
         retry = delays[min(self._consecutive_failures, len(delays)) - 1]
-        logger.info("Retrying the model update in %.0fs", min(retry, self._settings.update_interval))
-        return min(retry, self._settings.update_interval)
+        delay = min(retry, self._settings.update_interval)
+        logger.info("Retrying the model update in %.0fs", delay)
+        return delay
 
-    def refresh_all(self, trigger: str) -> RefreshResult:
+    def refresh_all(self, trigger: Trigger) -> RefreshResult:
         """Re-resolve every followed model and swap those that changed. Blocking."""
         result = RefreshResult()
         for name in self._settings.model_names:
             try:
                 result.status[name] = self._refresh(name, trigger)
-            except Exception as exc:  # noqa: BLE001 - keep serving what we have
+            except Exception as exc:  # keep serving what we have
                 self._metrics.update_errors.inc()
-                result.status[name] = FAILED
+                result.status[name] = RefreshStatus.FAILED
                 result.errors[name] = f"{type(exc).__name__}: {exc}"
                 logger.error("Model update for %s failed; still serving version %s: %s",
                              name, self._served_version(name), exc,
@@ -150,31 +200,36 @@ class ModelUpdater:
         self.last_error = "; ".join(f"{n}: {e}" for n, e in result.errors.items()) or None
         return result
 
-    def _refresh(self, name: str, trigger: str) -> str:
+    def _refresh(self, name: str, trigger: Trigger) -> RefreshStatus:
         self._metrics.registry_resolves.inc()
         version = self._registry.resolve(name)
         if version is None:
             logger.warning("No version of %s is at %s in MLflow; still serving version %s",
                            name, self._settings.reference, self._served_version(name))
-            return ABSENT
+            return RefreshStatus.ABSENT
         current = self._served.get(name)
         if current is not None and current.version == version:
-            return UNCHANGED
-        model = self._loader.get((name, version))
+            return RefreshStatus.UNCHANGED
+        model = self._cache.get((name, version))
         self._served[name] = model
         self._metrics.model_version.labels(model=name).set(float(version))
         self._metrics.reloads.labels(trigger=trigger).inc()
         logger.info("Swapped to model version %s of %s (was %s, trigger %s)",
                     version, name, current.version if current else "none", trigger)
-        if current is not None and current.key not in self._loader:
+        if current is not None and current.key not in self._cache:
             self._registry.release(current)  # evicted while served: now nothing holds it
-        return RELOADED
+        return RefreshStatus.RELOADED
 
     def _served_version(self, name: str) -> str:
         model = self._served.get(name)
         return model.version if model else "none"
 
-    def on_evict(self, key: tuple[str, str], model: LoadedModel) -> None:
-        """Cache eviction hook: free the files unless the model is still being served."""
+    def _load(self, key: tuple[str, str]) -> LoadedModel:
+        model = self._registry.load(*key)
+        self._metrics.load_duration.observe(model.load_seconds)
+        return model
+
+    def _evicted(self, key: tuple[str, str], model: LoadedModel) -> None:
+        """Free an evicted model's files unless it is still served (then the swap frees them)."""
         if not self.is_served(model):
             self._registry.release(model)

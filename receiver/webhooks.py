@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from cachetools import TTLCache
 
@@ -17,7 +18,14 @@ from mlflow_hotswap_plugin.signing import (
     TIMESTAMP_HEADER,
     verify,
 )
-from receiver.errors import ApiError
+
+
+class InvalidSignature(ValueError):
+    """The notification is unsigned, wrongly signed, or its timestamp is stale."""
+
+
+class MalformedNotification(ValueError):
+    """The signature holds but the body is not a notification."""
 
 
 @dataclass(frozen=True)
@@ -46,17 +54,18 @@ class WebhookVerifier:
     def check(self, headers: Mapping[str, str], body: bytes) -> Notification | None:
         """The notification, or None when this delivery id was already accepted.
 
-        Raises ApiError 401 for a missing, wrong or stale signature, 400 for a malformed body.
+        Raises InvalidSignature for a missing, wrong or stale signature, MalformedNotification for
+        a body that is not a notification.
         """
         delivery_id = headers.get(DELIVERY_ID_HEADER)
         timestamp = headers.get(TIMESTAMP_HEADER)
         if self._secret is not None:
             signature = headers.get(SIGNATURE_HEADER)
             if not (delivery_id and timestamp and signature):
-                raise _unauthorized(f"The notification is not signed: {DELIVERY_ID_HEADER}, "
+                raise InvalidSignature(f"The notification is not signed: {DELIVERY_ID_HEADER}, "
                                     f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required.")
             if not verify(self._secret, delivery_id, timestamp, body, signature):
-                raise _unauthorized("The notification's signature does not match.")
+                raise InvalidSignature("The notification's signature does not match.")
         if timestamp is not None:
             self._check_fresh(timestamp)
         notification = _parse(delivery_id, body)
@@ -71,10 +80,11 @@ class WebhookVerifier:
         try:
             sent = float(timestamp)
         except ValueError:
-            raise _unauthorized(f"{TIMESTAMP_HEADER} {timestamp!r} is not unix seconds.") from None
+            raise InvalidSignature(
+                f"{TIMESTAMP_HEADER} {timestamp!r} is not unix seconds.") from None
         age = self._clock() - sent
         if abs(age) > self._max_age:
-            raise _unauthorized(f"The notification's timestamp is {age:.0f}s off; at most "
+            raise InvalidSignature(f"The notification's timestamp is {age:.0f}s off; at most "
                                 f"{self._max_age:.0f}s is accepted.")
 
 
@@ -82,13 +92,10 @@ def _parse(delivery_id: str | None, body: bytes) -> Notification:
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "BAD_REQUEST", "The notification body is not valid JSON.") from None
+        raise MalformedNotification("The notification body is not valid JSON.") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
-        raise ApiError(400, "BAD_REQUEST",
-                       "The notification must be an object with 'entity', 'action' and 'data'.")
+        raise MalformedNotification(
+            "The notification must be an object with 'entity', 'action' and 'data'.")
     return Notification(delivery_id, str(document.get("entity", "")),
                         str(document.get("action", "")), document["data"])
 
-
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "UNAUTHENTICATED", message)

@@ -1,17 +1,22 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.file_store import FileStore
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+from sqlalchemy import event
 
+from mlflow_hotswap_plugin import compat
 from mlflow_hotswap_plugin.events import Event
 from mlflow_hotswap_plugin.notifier import Notifier
 from mlflow_hotswap_plugin.settings import ConfigError, Settings
 from mlflow_hotswap_plugin.store import HotswapRegistryStore
+from tests.support.bulk import bulk_versions
 
 
 class RecordingNotifier(Notifier):
@@ -173,3 +178,127 @@ def test_mlflow_finds_the_plugin_for_each_scheme(scheme: str) -> None:
 
     builder = _get_store_registry().get_store_builder(f"{scheme}://host/db")
     assert builder is HotswapRegistryStore
+
+
+# -- the look-up before a transition: one query, whatever the number of versions ---------------
+
+@contextmanager
+def count_selects(store: HotswapRegistryStore) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    engine = store.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("versions", [3, 3000])
+def test_the_look_up_is_one_query_on_the_model_whatever_its_size(
+        store: HotswapRegistryStore, notes: RecordingNotifier, versions: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"sized-{versions}"
+    bulk_versions(store, name, versions)
+    transition(store, name, "1", "Production")
+    transition(store, name, "2", "Production")
+    notes.taken()
+
+    def no_listing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the plugin listed the model's versions")
+
+    monkeypatch.setattr(store, "search_model_versions", no_listing)
+    monkeypatch.setattr(store, "get_model_version", no_listing)
+    with count_selects(store) as selects:
+        store._before_transition(name, "3", "Production", True)
+    [query] = selects
+    assert "model_versions.name = " in query and "current_stage" in query
+    transition(store, name, "3", "Production", archive=True)
+    assert notes.taken() == [
+        ("model_version.stage_transitioned",
+         {"name": name, "version": "3", "from_stage": "None", "to_stage": "Production"}),
+        ("model_version.stage_transitioned",
+         {"name": name, "version": "1", "from_stage": "Production", "to_stage": "Archived"}),
+        ("model_version.stage_transitioned",
+         {"name": name, "version": "2", "from_stage": "Production", "to_stage": "Archived"}),
+    ]
+
+
+def test_another_models_versions_in_the_stage_are_not_archived_events(
+        store: HotswapRegistryStore, notes: RecordingNotifier) -> None:
+    new_model(store, "mine", 2)
+    new_model(store, "theirs", 1)
+    transition(store, "theirs", "1", "Staging")
+    transition(store, "mine", "1", "Staging")
+    notes.taken()
+    transition(store, "mine", "2", "Staging", archive=True)
+    assert [(d["name"], d["version"], d["to_stage"]) for _, d in notes.taken()] == [
+        ("mine", "2", "Staging"), ("mine", "1", "Archived")]
+
+
+def test_a_version_spelled_with_leading_zeros_gets_its_from_stage(
+        store: HotswapRegistryStore, notes: RecordingNotifier) -> None:
+    new_model(store, "zeros", 1)
+    transition(store, "zeros", "1", "Staging")
+    notes.taken()
+    transition(store, "zeros", "01", "Production")
+    assert notes.taken() == [("model_version.stage_transitioned",
+                              {"name": "zeros", "version": "1", "from_stage": "Staging",
+                               "to_stage": "Production"})]
+
+
+def test_a_failed_look_up_before_a_transition_that_succeeds_is_logged(
+        store: HotswapRegistryStore, notes: RecordingNotifier, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    new_model(store, "lookup", 1)
+
+    def broken(*args: object) -> dict[str, str]:
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(store, "_sql_stages", broken)
+    transition(store, "lookup", "1", "Staging", archive=True)
+    assert notes.taken() == [("model_version.stage_transitioned",
+                              {"name": "lookup", "version": "1", "from_stage": "",
+                               "to_stage": "Staging"})]
+    assert "could not read the stages of 'lookup' before the transition" in caplog.text
+
+
+def test_file_store_archives_are_notified_too(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    notes = RecordingNotifier()
+    store = HotswapRegistryStore(f"hotswap+file://{tmp_path}", notifier=notes)
+    new_model(store, "files", 3)
+    transition(store, "files", "1", "Production")
+    transition(store, "files", "2", "Staging")
+    notes.taken()
+    transition(store, "files", "3", "Production", archive=True)
+    assert notes.taken() == [
+        ("model_version.stage_transitioned",
+         {"name": "files", "version": "3", "from_stage": "None", "to_stage": "Production"}),
+        ("model_version.stage_transitioned",
+         {"name": "files", "version": "1", "from_stage": "Production", "to_stage": "Archived"}),
+    ]
+
+
+# -- compat: the store MLflow's server would build ----------------------------------------------
+
+def test_compat_builds_the_store_the_server_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_ENABLE_WORKSPACES", raising=False)
+    assert compat.sql_store_class() is SqlAlchemyStore
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
+    expected: type = SqlAlchemyStore
+    try:
+        from mlflow.store.model_registry.sqlalchemy_workspace_store import (
+            WorkspaceAwareSqlAlchemyStore,
+        )
+        expected = WorkspaceAwareSqlAlchemyStore
+    except ImportError:  # MLflow 2.x has no workspaces: the variable means nothing there
+        pass
+    assert compat.sql_store_class() is expected
+    kwargs = compat.sql_store_kwargs()
+    assert set(kwargs) <= {"read_db_uri"}

@@ -10,7 +10,7 @@ import pytest
 from mlflow.types import ColSpec, Schema
 
 from receiver import scoring
-from receiver.errors import ApiError
+from receiver.errors import DOMAIN_ERRORS
 
 SCHEMA = Schema([ColSpec("double", "a"), ColSpec("double", "b")])
 
@@ -40,7 +40,7 @@ def test_params_are_passed_through() -> None:
 
 
 def test_csv_is_read_with_the_schema_types() -> None:
-    data, params = scoring.parse(b"a,b\n1,2\n3,4\n", scoring.CSV, SCHEMA)
+    data, _params = scoring.parse(b"a,b\n1,2\n3,4\n", scoring.CSV, SCHEMA)
     assert data.dtypes.tolist() == [np.float64, np.float64]
     assert data.to_numpy().tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
@@ -56,16 +56,16 @@ def test_csv_is_read_with_the_schema_types() -> None:
     (body({"dataframe_split": "not a frame"}), "split format must be a dictionary"),
 ])
 def test_malformed_json_is_a_400_that_says_why(raw: bytes, fragment: str) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(scoring.BadInput) as caught:
         scoring.parse(raw, scoring.JSON, SCHEMA)
-    assert caught.value.status == 400
-    assert fragment in caught.value.message
+    assert DOMAIN_ERRORS[type(caught.value)][0] == 400
+    assert fragment in str(caught.value)
 
 
 def test_malformed_csv_is_a_400() -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(scoring.BadInput) as caught:
         scoring.parse(b"a,b\nx,y\n", scoring.CSV, SCHEMA)
-    assert caught.value.status == 400
+    assert DOMAIN_ERRORS[type(caught.value)][0] == 400
 
 
 @pytest.mark.parametrize("header, expected", [
@@ -82,9 +82,9 @@ def test_supported_media_types(header: str, expected: str) -> None:
                                     "application/json; charset=latin-1",
                                     "application/json; format=pandas-split"])
 def test_unsupported_media_types_are_415(header: str | None) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(scoring.UnsupportedMediaType) as caught:
         scoring.media_type(header)
-    assert caught.value.status == 415
+    assert DOMAIN_ERRORS[type(caught.value)][0] == 415
 
 
 def test_predictions_json_handles_arrays_and_frames() -> None:

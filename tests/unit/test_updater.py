@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from receiver.loader import FastModelLoader
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
 from receiver.settings import Settings
-from receiver.updater import ABSENT, FAILED, RELOADED, UNCHANGED, ModelUpdater
+from receiver.threads import Limiters
+from receiver.updater import QUIET, ModelUpdater, RefreshStatus
+
+RELOADED, UNCHANGED = RefreshStatus.RELOADED, RefreshStatus.UNCHANGED
+FAILED, ABSENT = RefreshStatus.FAILED, RefreshStatus.ABSENT
 
 
 class FakeRegistry:
@@ -50,16 +54,23 @@ class FakeRegistry:
         self.released.append(model.version)
 
 
-def make(registry: FakeRegistry, **overrides: Any) -> tuple[ModelUpdater, Metrics]:
+class FakeClock:
+    """Monotonic time that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(registry: FakeRegistry, clock: FakeClock | None = None,
+         **overrides: Any) -> tuple[ModelUpdater, Metrics]:
     settings = Settings(tracking_uri="http://unused", model_names=("m",),
                         **{"update_interval": 600.0, "cache_size": 2, **overrides})
     metrics = Metrics()
-    holder: dict[str, ModelUpdater] = {}
-    loader: FastModelLoader[tuple[str, str], LoadedModel] = FastModelLoader(
-        lambda key: registry.load(*key), settings.cache_size, metrics,
-        on_evict=lambda key, model: holder["u"].on_evict(key, model))
-    updater = ModelUpdater(settings, registry, loader, metrics)  # type: ignore[arg-type]
-    holder["u"] = updater
+    updater = ModelUpdater(settings, registry, metrics,  # type: ignore[arg-type]
+                           Limiters.create(1).model_work, clock=clock or time.monotonic)
     return updater, metrics
 
 
@@ -121,15 +132,18 @@ def test_triggers_during_a_refresh_coalesce_into_one_more() -> None:
 
 def test_a_burst_of_notifications_is_settled_into_one_resolve() -> None:
     registry = FakeRegistry()
-    updater, _ = make(registry)
+    clock = FakeClock()
+    updater, _ = make(registry, clock)
 
     async def scenario() -> None:
         async with running(updater):
             before = registry.resolves
             futures = []
-            for _ in range(100):  # a notification every ~5 ms for half a second
+            for _ in range(100):  # a notification every 5 ms for half a second
                 futures.append(updater.trigger("webhook"))
-                await asyncio.sleep(0.005)
+                clock.now += 0.005
+                await asyncio.sleep(0)  # the updater runs between notifications
+            clock.now += QUIET  # then the storm is over
             await asyncio.gather(*futures)
             assert registry.resolves - before == 1
 
@@ -159,7 +173,7 @@ def test_a_broken_version_keeps_the_current_model_and_is_retried() -> None:
 
 def test_mlflow_unreachable_keeps_serving_and_reports_the_error() -> None:
     registry = FakeRegistry()
-    updater, metrics = make(registry)
+    updater, _ = make(registry)
 
     async def scenario() -> None:
         async with running(updater):

@@ -15,8 +15,8 @@ from mlflow_hotswap_plugin.signing import (
     sign,
     verify,
 )
-from receiver.errors import ApiError
-from receiver.webhooks import WebhookVerifier
+from receiver.errors import DOMAIN_ERRORS
+from receiver.webhooks import InvalidSignature, MalformedNotification, WebhookVerifier
 
 SECRET = "s3cret"
 NOW = 1_800_000_000.0
@@ -67,25 +67,25 @@ def test_rename_names_both_models() -> None:
     {k: v for k, v in signed(BODY).items() if k != TIMESTAMP_HEADER},
 ])
 def test_forged_or_unsigned_is_401(headers: dict[str, str]) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidSignature) as caught:
         verifier().check(headers, BODY)
-    assert caught.value.status == 401
+    assert DOMAIN_ERRORS[type(caught.value)][0] == 401
 
 
 def test_tampered_body_is_401() -> None:
     headers = signed(BODY)
     tampered = BODY.replace(b'"2"', b'"1"')
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidSignature) as caught:
         verifier().check(headers, tampered)
-    assert caught.value.status == 401
+    assert DOMAIN_ERRORS[type(caught.value)][0] == 401
 
 
 @pytest.mark.parametrize("age", [301, -301, 3600])
 def test_stale_or_future_timestamps_are_401(age: float) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidSignature) as caught:
         verifier().check(signed(BODY, timestamp=NOW - age), BODY)
-    assert caught.value.status == 401
-    assert "timestamp" in caught.value.message
+    assert DOMAIN_ERRORS[type(caught.value)][0] == 401
+    assert "timestamp" in str(caught.value)
 
 
 def test_a_replayed_delivery_is_a_no_op() -> None:
@@ -101,6 +101,6 @@ def test_without_a_secret_unsigned_notifications_are_accepted() -> None:
 
 @pytest.mark.parametrize("raw", [b"not json", b"[]", b'{"entity": "x"}'])
 def test_signed_but_malformed_body_is_400(raw: bytes) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(MalformedNotification) as caught:
         verifier().check(signed(raw), raw)
-    assert caught.value.status == 400
+    assert DOMAIN_ERRORS[type(caught.value)][0] == 400

@@ -1,10 +1,11 @@
-"""Service.score: predictions run in worker threads, at most HOTSWAP_PREDICT_THREADS at once."""
+"""ScoringLane.score: predictions run in worker threads, at most HOTSWAP_PREDICT_THREADS at once."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+from collections.abc import Sized
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ class BlockingModel:
         self.release = threading.Event()
         self._lock = threading.Lock()
 
-    def predict(self, data, params=None):  # noqa: ANN001
+    def predict(self, data: Sized, params: object = None) -> list[int]:
         with self._lock:
             self.running += 1
         self.release.wait(timeout=10)
@@ -36,6 +37,7 @@ def test_predictions_in_flight_never_exceed_the_limit(threads: int) -> None:
     settings = Settings(tracking_uri="http://unused", model_names=("m",),
                         predict_threads=threads)
     service = Service(settings, registry=object())  # type: ignore[arg-type]
+    lane, limiters = service.lane, service.limiters
     pyfunc = BlockingModel()
     model = LoadedModel(name="m", version="1", pyfunc=pyfunc,  # type: ignore[arg-type]
                         input_schema=None, local_path=Path("/nonexistent"), run_id=None,
@@ -43,14 +45,13 @@ def test_predictions_in_flight_never_exceed_the_limit(threads: int) -> None:
     body = json.dumps({"dataframe_split": {"columns": ["a"], "data": [[1], [2]]}}).encode()
 
     async def burst() -> list[bytes]:
-        calls = asyncio.gather(*(service.score(model, body, "application/json")
+        calls = asyncio.gather(*(lane.score(model, body, "application/json")
                                  for _ in range(REQUESTS)))
         # Wait (with a deadline) until every request is either predicting or queued.
         async def settled() -> None:
             while True:
-                limiter = service._predict_limiter
-                stats = limiter.statistics() if limiter else None
-                if stats and stats.tasks_waiting == REQUESTS - threads and pyfunc.running == threads:
+                stats = limiters.predictions.statistics()
+                if stats.tasks_waiting == REQUESTS - threads and pyfunc.running == threads:
                     return
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(settled(), timeout=10)

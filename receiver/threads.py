@@ -1,0 +1,41 @@
+"""The one way to run blocking work off the event loop, and the bounds on it.
+
+Everything blocking goes through anyio's `to_thread.run_sync` (Starlette's own threadpool is a
+wrapper of it) with one of the named limiters made here, once per app, so a reader finds every
+bound in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+T = TypeVar("T")
+
+# Downloads, loads and registry calls: mostly waiting on the network and disk, so a few run at
+# once; each pinned-version miss holds one while it loads, so a flood of them cannot take every
+# thread the predictions need.
+MODEL_WORK_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Limiters:
+    """The bounds on worker threads: one for model work, one for predictions."""
+
+    model_work: anyio.CapacityLimiter
+    predictions: anyio.CapacityLimiter
+
+    @classmethod
+    def create(cls, predict_threads: int) -> Limiters:
+        # anyio lets a limiter be made before the event loop runs; it binds on first use.
+        return cls(model_work=anyio.CapacityLimiter(MODEL_WORK_THREADS),
+                   predictions=anyio.CapacityLimiter(predict_threads))
+
+
+async def run(func: Callable[..., T], *args: Any, limiter: anyio.CapacityLimiter) -> T:
+    """`func(*args)` in a worker thread, holding a token of `limiter` while it runs."""
+    return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
