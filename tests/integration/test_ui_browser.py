@@ -113,6 +113,10 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[tuple[Pag
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(30_000)
     page = context.new_page()
+    # MLflow 2.x greets a version page with a pop-up about the new registry UI; close it.
+    page.add_locator_handler(
+        page.get_by_role("dialog", name=re.compile("governed deployments with the new Model")),
+        lambda dialog: dialog.get_by_role("button", name="Close").click())
     shots = Shots(page, folder)
     try:
         yield page, shots
@@ -134,11 +138,10 @@ def test_stage_dropdown_with_archiving_swaps_the_receiver(
         stack: Stack, page: tuple[Page, Shots]) -> None:
     tab, shot = page
     tab.goto(f"{stack.server.url}/#/models/{MODEL}/versions/2")
-    main = tab.get_by_role("main")
-    main.get_by_role("heading", name="Version 2").wait_for()
+    tab.get_by_role("heading", name="Version 2").wait_for()
     shot("version-2")
     set_new_registry_ui(tab, on=False)
-    stage = main.get_by_role("status").filter(has_text="None")
+    stage = tab.get_by_role("status").filter(has_text="None")
     stage.wait_for()
     shot("legacy-stage-dropdown")
 
@@ -150,7 +153,7 @@ def test_stage_dropdown_with_archiving_swaps_the_receiver(
     assert archive.is_checked()
     shot("transition-dialog-archive-ticked")
     dialog.get_by_role("button", name="OK").click()
-    main.get_by_role("status").filter(has_text="Production").wait_for()
+    tab.get_by_role("status").filter(has_text="Production").wait_for()
     shot("version-2-in-production")
 
     wait_until(lambda: served(stack.by_stage) == "2", timeout=SWAP_DEADLINE, interval=0.1,
@@ -160,7 +163,7 @@ def test_stage_dropdown_with_archiving_swaps_the_receiver(
         warnings.simplefilter("ignore")
         assert client.get_model_version(MODEL, "1").current_stage == "Archived"
     tab.goto(f"{stack.server.url}/#/models/{MODEL}/versions/1")
-    main.get_by_role("status").filter(has_text="Archived").wait_for()
+    tab.get_by_role("status").filter(has_text="Archived").wait_for()
     shot("version-1-archived")
 
 
@@ -168,12 +171,11 @@ def test_alias_editor_moves_the_alias_and_swaps_the_receiver(
         stack: Stack, page: tuple[Page, Shots]) -> None:
     tab, shot = page
     tab.goto(f"{stack.server.url}/#/models/{MODEL}/versions/2")
-    main = tab.get_by_role("main")
-    main.get_by_role("heading", name="Version 2").wait_for()
+    tab.get_by_role("heading", name="Version 2").wait_for()
     set_new_registry_ui(tab, on=True)
     shot("version-2-new-registry-ui")
 
-    main.get_by_role("button", name="Add").click()
+    tab.get_by_role("button", name="Add", exact=True).click()
     dialog = tab.get_by_role("dialog", name="Add/Edit alias for model version 2")
     editor = dialog.get_by_role("combobox")
     editor.click()
@@ -183,7 +185,7 @@ def test_alias_editor_moves_the_alias_and_swaps_the_receiver(
     dialog.get_by_text(re.compile(f'"{ALIAS}" alias is also being used on version 1')).wait_for()
     shot("alias-editor-champion-entered")
     dialog.get_by_role("button", name="Save aliases").click()
-    main.get_by_role("status", name=ALIAS).wait_for()
+    tab.get_by_role("status", name=ALIAS).wait_for()
     shot("version-2-is-champion")
 
     wait_until(lambda: served(stack.by_alias) == "2", timeout=SWAP_DEADLINE, interval=0.1,
