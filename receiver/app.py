@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         Route("/health/live", endpoints.live, methods=["GET"]),
         Route("/health/ready", endpoints.ready, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/ping", endpoints.ping, methods=["GET"]),
+        Route("/version", endpoints.version, methods=["GET"]),
     ]
     handlers: dict[Any, ExceptionHandler] = dict.fromkeys(DOMAIN_ERRORS, handle_domain_error)
     handlers.update({ApiError: handle_api_error, Exception: _internal_error,

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver import scoring
+from receiver import compat, scoring
 from receiver.errors import ApiError
 from receiver.registry import LoadedModel
 from receiver.service import Service
@@ -186,6 +186,19 @@ async def ready(request: Request) -> JSONResponse:
                             status_code=503,
                             headers={"Retry-After": str(service.updater.retry_after())})
     return JSONResponse({"status": "ready"})
+
+
+async def ping(request: Request) -> Response:
+    """`mlflow models serve`'s health check, for its clients and probes: 200 once the default
+    model is served; until then 503 with Retry-After (MLflow answers 404: it never waits)."""
+    service = _service(request)
+    _served_or_503(service, service.settings.default_model)
+    return Response("\n", media_type=scoring.JSON)
+
+
+async def version(request: Request) -> Response:
+    """The MLflow version that loads and scores the models, as `mlflow models serve` says it."""
+    return Response(compat.MLFLOW_VERSION, media_type="text/plain")
 
 
 async def metrics(request: Request) -> Response:

@@ -18,11 +18,11 @@ from typing import Any
 
 import mlflow.pyfunc
 from mlflow import MlflowClient
-from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 
+from receiver import compat
 from receiver.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -110,10 +110,9 @@ class Registry:
         folder = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-v{version}-{uuid.uuid4().hex[:8]}")
         destination = self._model_root / folder
         try:
-            local = download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=str(destination),
-                tracking_uri=self._settings.tracking_uri,
-                registry_uri=self._settings.registry_uri or self._settings.tracking_uri)
+            local = compat.download_model(
+                name, version, str(destination), self._settings.tracking_uri,
+                self._settings.registry_uri or self._settings.tracking_uri)
             pyfunc = mlflow.pyfunc.load_model(local)
             _single_threaded(pyfunc)
             _warm_up(pyfunc, local)

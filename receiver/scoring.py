@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
 from mlflow.types import DataType, Schema
-from mlflow.utils.proto_json_utils import NumpyEncoder, _get_jsonable_obj
+
+from receiver.compat import NumpyEncoder, get_jsonable_obj, infer_and_parse_data, parse_csv_input
 
 INPUT_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON = "application/json"
@@ -71,9 +71,7 @@ def parse(body: bytes, mime: str, schema: Schema | None) -> tuple[Any, dict[str,
         if frame is not None:
             return frame, params
     try:
-        # mlflow annotates `schema: Schema = None`; None is its own default.
-        data = infer_and_parse_data({present[0]: document[present[0]]},
-                                    schema)  # type: ignore[arg-type]
+        data = infer_and_parse_data({present[0]: document[present[0]]}, schema)
     except MlflowException as exc:
         raise BadInput(exc.message) from None
     except Exception as exc:  # noqa: BLE001 - pandas/numpy reject malformed shapes variously
@@ -120,7 +118,7 @@ def _parse_csv(body: bytes, schema: Schema | None) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise BadInput(f"The CSV body is not valid UTF-8: {exc}.") from None
     try:
-        return parse_csv_input(io.StringIO(text), schema)  # type: ignore[arg-type]
+        return parse_csv_input(io.StringIO(text), schema)
     except MlflowException as exc:
         raise BadInput(exc.message) from None
     except Exception as exc:  # noqa: BLE001 - as above
@@ -131,5 +129,5 @@ def predictions_json(raw: Any) -> bytes:
     if isinstance(raw, np.ndarray):
         predictions: Any = raw.tolist()
     else:
-        predictions = _get_jsonable_obj(raw, pandas_orient="records")
+        predictions = get_jsonable_obj(raw, pandas_orient="records")
     return json.dumps({"predictions": predictions}, cls=NumpyEncoder).encode()

@@ -16,4 +16,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[test]"
   echo "$want" > "$stamp"
 fi
+source "$ROOT/scripts/ensure-chromium.sh"
 export PATH="$VENV/bin:$PATH"

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from examples.processes import Process, start_mlflow_server, start_receiver, wait_until
+from tests.support.postgres import PostgresServer, postgres_server
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,13 @@ def plain_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     server = start_mlflow_server(workdir, backend_uri=backend, registry_uri=backend)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The PostgreSQL at TEST_POSTGRES_URL, or an embedded one when nothing answers there."""
+    with postgres_server() as server:
+        yield server
 
 
 ReceiverFactory = Callable[..., Process]

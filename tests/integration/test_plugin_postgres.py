@@ -1,7 +1,7 @@
-"""The plugin on PostgreSQL: `hotswap+postgresql+psycopg2://` against 127.0.0.1:5432.
+"""The plugin on PostgreSQL: `hotswap+postgresql+psycopg2://` against the session's server.
 
-The module creates its own database and drops it afterwards. PostgreSQL is part of CI: when it is
-unreachable these tests fail with a message saying so, they are not skipped.
+The module creates its own database and drops it afterwards. The server is the one at
+TEST_POSTGRES_URL, or an embedded one when nothing answers there: these tests always run.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from examples.processes import (
 )
 from tests.support.capture import CaptureServer, capture_server
 from tests.support.models import register_sklearn_model
+from tests.support.postgres import PostgresServer
 from tests.support.registry import postgres_database, ui_delete_alias, ui_set_alias, ui_transition
 
 pytestmark = pytest.mark.postgres
@@ -38,10 +39,10 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("plugin-postgres")
     receiver_port = free_port()
-    with postgres_database() as db_uri, capture_server(secret=SECRET) as capture:
+    with postgres_database(postgres) as db_uri, capture_server(secret=SECRET) as capture:
         server = start_mlflow_server(workdir, backend_uri=db_uri, registry_uri=f"hotswap+{db_uri}",
                                      extra_env={
             "HOTSWAP_TARGETS": f"http://127.0.0.1:{receiver_port}/webhooks/mlflow,{capture.url}",

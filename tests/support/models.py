@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,10 @@ import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
+
+# MLflow 3 names a logged model with `name`; 2.x only knows `artifact_path` (deprecated in 3).
+ARTIFACT = ({"name": "model"} if "name" in inspect.signature(mlflow.sklearn.log_model).parameters
+            else {"artifact_path": "model"})
 
 N_FEATURES = 4
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
@@ -34,7 +39,7 @@ def register_sklearn_model(tracking_uri: str, name: str, seed: int = 0) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with mlflow.start_run():
-            info = mlflow.sklearn.log_model(model, name="model", signature=signature,
+            info = mlflow.sklearn.log_model(model, **ARTIFACT, signature=signature,
                                             input_example=example,
                                             registered_model_name=name)
     return str(info.registered_model_version)
@@ -47,7 +52,7 @@ def register_broken_model(tracking_uri: str, name: str) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="model", python_model=str(code),
+            info = mlflow.pyfunc.log_model(**ARTIFACT, python_model=str(code),
                                            registered_model_name=name)
     return str(info.registered_model_version)
 

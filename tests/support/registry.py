@@ -5,7 +5,8 @@
   for tests that watch notifications rather than serve models: milliseconds, not seconds.
 - `fake_dns_env`: make one hostname resolve to several loopback addresses inside a child Python
   process (the `mlflow server`), as a Kubernetes headless Service name does, without /etc/hosts.
-- `postgres_database`: a fresh PostgreSQL database for one test module, dropped afterwards.
+- `postgres_database`: a fresh PostgreSQL database for one test module, dropped afterwards, on
+  the session's server (tests/support/postgres.py: the system one or an embedded one).
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from typing import Any
 
 import requests
 
-POSTGRES_ADMIN_DSN = os.environ.get("HOTSWAP_TEST_POSTGRES_DSN",
-                                    "host=127.0.0.1 port=5432 user=postgres dbname=test")
+from tests.support.postgres import PostgresServer
 
 
 def _post(url: str, path: str, body: dict[str, Any], method: str = "POST") -> dict[str, Any]:
@@ -87,30 +87,16 @@ def fake_dns_env(workdir: Path, names: dict[str, list[str]]) -> dict[str, str]:
     return {"PYTHONPATH": path}
 
 
-def _connect(dsn: str) -> Any:
-    import psycopg2
-
-    try:
-        connection = psycopg2.connect(dsn, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        raise RuntimeError(
-            f"PostgreSQL is needed for this test and is not reachable with {dsn!r} "
-            f"(set HOTSWAP_TEST_POSTGRES_DSN to point elsewhere): {exc}") from exc
-    connection.autocommit = True
-    return connection
-
-
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """Create `hotswap_test_<random>`, yield its SQLAlchemy URI (psycopg2); drop it afterwards."""
+def postgres_database(server: PostgresServer) -> Iterator[str]:
+    """Create `hotswap_test_<random>` on `server` (the session's `postgres` fixture), yield its
+    SQLAlchemy URI (psycopg2); drop it afterwards."""
     name = f"hotswap_test_{secrets.token_hex(4)}"
-    admin = _connect(POSTGRES_ADMIN_DSN)
-    params = admin.get_dsn_parameters()
+    admin = server.connect()
     try:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
-        user, host, port = params.get("user", "postgres"), params["host"], params["port"]
-        yield f"postgresql+psycopg2://{user}@{host}:{port}/{name}"
+        yield server.sqlalchemy_uri(name)
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

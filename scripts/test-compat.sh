@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run the integration subset marked `compat` against an older MLflow, in its own virtualenv:
+#   ./scripts/test-compat.sh 2.16 [pytest args...]
+# .venv-mlflow-<version> holds that MLflow (pinned by scripts/compat/mlflow-<version>.txt) with
+# this checkout pip-installed into it, as a team pinned to that MLflow would install it. The
+# MLflow server, the receiver and the test client all run on that MLflow.
+set -euo pipefail
+VERSION="${1:?usage: scripts/test-compat.sh MLFLOW_VERSION [pytest args...]}"
+shift
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PINS="$ROOT/scripts/compat/mlflow-$VERSION.txt"
+if [ ! -f "$PINS" ]; then
+  echo "no pins for MLflow $VERSION (expected $PINS)" >&2
+  exit 2
+fi
+VENV="$ROOT/.venv-mlflow-$VERSION"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating .venv-mlflow-$VERSION"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.hotswap-installed"
+want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$PINS" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> installing MLflow $VERSION and mlflow-hotswap into .venv-mlflow-$VERSION"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -c "$PINS" mlflow -e "$ROOT[test]"
+  echo "$want" > "$stamp"
+fi
+source "$ROOT/scripts/ensure-chromium.sh"
+cd "$ROOT"
+export PATH="$VENV/bin:$PATH"
+echo "==> MLflow $("$VENV/bin/python" -c 'import mlflow; print(mlflow.__version__)'): pytest -m compat"
+exec "$VENV/bin/python" -m pytest -m compat tests/integration "$@"

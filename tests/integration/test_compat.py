@@ -1,0 +1,104 @@
+"""The plugin inside a real `mlflow server` and a receiver, both on the MLflow under test.
+
+Also run on MLflow 2.x by scripts/test-compat.sh (marker `compat`): a team pinned to 2.x pip
+installs this checkout into its server's environment. Registry changes are made with
+`MlflowClient`, as a deployment script does; the receiver polls every 600 s, so its swap is
+pushed, and a capture server checks each notification's exact content and signature.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from examples.processes import Process, free_port, start_mlflow_server, start_receiver, wait_until
+from tests.support.capture import CaptureServer, capture_server
+from tests.support.models import register_sklearn_model
+
+pytestmark = pytest.mark.compat
+
+MODEL = "compat-model"
+SECRET = "compat-secret"
+SWAP_DEADLINE = 30.0  # seconds: a pushed reload of a small model, on a busy 2-core machine
+
+
+@dataclass
+class Stack:
+    server: Process
+    receiver: Process  # follows Production, push only
+    capture: CaptureServer
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.server.url, registry_uri=self.server.url)
+
+
+def served(receiver: Process) -> str | None:
+    response = requests.get(receiver.url + "/models/current", timeout=5)
+    return str(response.json()["version"]) if response.status_code == 200 else None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("compat")
+    receiver_port = free_port()
+    with capture_server(secret=SECRET) as capture:
+        server = start_mlflow_server(workdir, extra_env={
+            "HOTSWAP_TARGETS": f"http://127.0.0.1:{receiver_port}/webhooks/mlflow,{capture.url}",
+            "HOTSWAP_WEBHOOK_SECRET": SECRET})
+        receiver = None
+        try:
+            for seed in (0, 1):
+                register_sklearn_model(server.url, MODEL, seed=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                MlflowClient(server.url).transition_model_version_stage(MODEL, "1", "Production")
+            receiver = start_receiver(workdir, server.url, MODEL, port=receiver_port, env={
+                "MODEL_UPDATE_INTERVAL": "600", "HOTSWAP_WEBHOOK_SECRET": SECRET})
+            wait_until(lambda: served(receiver) == "1", timeout=120,
+                       message="receiver serving version 1")
+            yield Stack(server, receiver, capture)
+        finally:
+            if receiver is not None:
+                receiver.stop()
+            server.stop()
+
+
+def test_runs_on_the_mlflow_under_test(stack: Stack) -> None:
+    assert requests.get(stack.receiver.url + "/version", timeout=5).text == mlflow.__version__
+    assert requests.get(stack.server.url + "/version", timeout=5).text == mlflow.__version__
+
+
+def test_stage_transition_with_archiving_is_pushed(stack: Stack) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stack.client.transition_model_version_stage(MODEL, "2", "Production",
+                                                    archive_existing_versions=True)
+    wait_until(lambda: served(stack.receiver) == "2", timeout=SWAP_DEADLINE, interval=0.1,
+               message="receiver serving version 2")
+    [promoted] = stack.capture.wait_for("model_version.stage_transitioned",
+                                        lambda d: d.data["to_stage"] == "Production"
+                                        and d.data["version"] == "2")
+    [archived] = stack.capture.wait_for("model_version.stage_transitioned",
+                                        lambda d: d.data["to_stage"] == "Archived")
+    assert promoted.data == {"name": MODEL, "version": "2", "from_stage": "None",
+                             "to_stage": "Production"}
+    assert archived.data == {"name": MODEL, "version": "1", "from_stage": "Production",
+                             "to_stage": "Archived"}
+    assert promoted.signature_ok is True and archived.signature_ok is True
+
+
+def test_alias_set_and_delete_are_pushed(stack: Stack) -> None:
+    stack.client.set_registered_model_alias(MODEL, "champion", "1")
+    stack.client.delete_registered_model_alias(MODEL, "champion")
+    [created] = stack.capture.wait_for("model_version_alias.created")
+    [deleted] = stack.capture.wait_for("model_version_alias.deleted")
+    assert created.data == {"name": MODEL, "alias": "champion", "version": "1"}
+    assert deleted.data == {"name": MODEL, "alias": "champion"}
+    assert created.signature_ok is True and deleted.signature_ok is True
