@@ -35,7 +35,9 @@ def server(tmp_path_factory: pytest.TempPathFactory,
 
 
 def worker_pids(server: ServerProcess) -> set[str]:
-    return set(re.findall(r"Started server process \[(\d+)\]", server.log()))
+    # uvicorn (MLflow 3.x) or gunicorn (2.x)
+    return set(re.findall(r"(?:Started server process \[|Booting worker with pid: )(\d+)",
+                          server.log()))
 
 
 def test_each_change_is_delivered_once_per_target(server: ServerProcess,
@@ -53,9 +55,9 @@ def test_each_change_is_delivered_once_per_target(server: ServerProcess,
     capture.wait_for("model_version.stage_transitioned", count=len(STAGES))
 
     aliases = Counter(d.data["alias"] for d in capture.accepted("model_version_alias.created"))
-    assert aliases == Counter({alias: 1 for alias in [*ALIASES, "sentinel"]})
+    assert aliases == Counter(dict.fromkeys([*ALIASES, "sentinel"], 1))
     transitions = [(d.data["from_stage"], d.data["to_stage"])
                    for d in capture.accepted("model_version.stage_transitioned")]
-    expected = list(zip(["None", *STAGES[:-1]], STAGES))
+    expected = list(zip(["None", *STAGES[:-1]], STAGES, strict=True))
     assert sorted(transitions) == sorted(expected)
     assert len(capture.deliveries) == len(ALIASES) + 1 + len(STAGES)
