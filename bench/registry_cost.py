@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from bench.stack import MODEL_NAME, SECRET, Stack
 from bench.stats import ms, percentile
 from tests.support.bulk import bulk_versions
 from tests.support.capture import capture_server
-from tests.support.waiting import free_port
+from tests.support.waiting import free_port, wait_until
 
 PATH = "/api/2.0/mlflow/model-versions/transition-stage"
 
@@ -129,8 +132,9 @@ def add_scaling(result: PartResult, smoke: bool) -> None:
     result.notes.append(
         "Scaling: `transition_model_version_stage(..., archive_existing_versions=True)` in "
         "process on one SQLite file, the plain `SqlAlchemyStore` and the plugin's store (one "
-        "target answering 202) taking calls in turn; each call promotes one of two versions to "
-        "Production and so archives the other. Versions are inserted with one multi-row INSERT. "
+        "target answering 202, in another process) taking calls in turn; each call promotes "
+        "one of two versions to Production and so archives the other. Versions are inserted "
+        "with one multi-row INSERT. "
         "The plugin hears the stage changes MLflow makes (no query of its own); 'fallback' is "
         "its path for an MLflow it cannot hear (one query on the model's rows before the "
         "transition); 'listing every version' is its former look-up (search_model_versions "
@@ -152,9 +156,9 @@ def scaling(workdir: Path, smoke: bool) -> dict[int, dict[str, list[float]]]:
     with tempfile.TemporaryDirectory(prefix="hotswap-registry-cost-",
                                      dir=shm if shm.is_dir() else workdir) as db_dir:
         uri = f"sqlite:///{Path(db_dir) / 'registry.db'}"
-        with capture_server() as answering:
+        with answering_target() as url:
             plain = SqlAlchemyStore(uri)
-            notifier = Notifier(Settings(targets=(answering.url,)))
+            notifier = Notifier(Settings(targets=(url,)))
             plugin: Any = HotswapRegistryStore(f"hotswap+{uri}", notifier=notifier)
             looking_up: Any = HotswapRegistryStore(f"hotswap+{uri}", notifier=notifier)
             looking_up._recording = False
@@ -192,6 +196,37 @@ def _alternate(stores: dict[str, Any], name: str, warmup: int, calls: int,
             if i >= warmup:
                 timings[label].append(elapsed)
     return timings
+
+
+# In a process of its own, so that answering never competes with the timed calls for the GIL.
+ANSWERING = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@contextmanager
+def answering_target() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", ANSWERING, str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}/webhooks/mlflow"
+        wait_until(lambda: requests.post(url, timeout=1).status_code == 202, timeout=30,
+                   message="the answering target")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def _promote(store: Any, name: str, version: str) -> None:

@@ -5,6 +5,11 @@ MLflow itself would have built for `postgresql://...` (SqlAlchemyStore, its work
 variant, or FileStore). Being that class keeps every `isinstance` check in MLflow true, so native
 webhooks, the UI and every REST endpoint behave exactly as without the plugin. Each change listed
 in DESIGN.md calls the real method first and emits only once it has returned.
+
+A stage transition's event needs the stage the version left and, with archive_existing_versions,
+the versions MLflow archived in the same transaction (it returns only the promoted one). A SQL
+store's are heard as MLflow makes them (stage_changes.py): no query of ours, whatever the size
+of the registry. Other stores (FileStore) look them up first through the public API.
 """
 
 from __future__ import annotations
@@ -104,9 +109,9 @@ class HotswapRegistryStore(AbstractStore):
             result = self._real().transition_model_version_stage(name, version, stage,
                                                                  archive_existing_versions)
         if before is None:
-            logger.warning("mlflow-hotswap: could not read the stages of %r before the "
-                           "transition; the event has no from_stage and versions it archived "
-                           "are not notified", name)
+            logger.warning("mlflow-hotswap: the stages of %r before this transition are "
+                           "unknown; the event has no from_stage and versions it archived are "
+                           "not notified", name)
         from_stage, archived = before or ("", [])
         self._emit(events.stage_transitioned(name, str(result.version), from_stage,
                                              result.current_stage))

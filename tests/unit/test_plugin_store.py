@@ -308,7 +308,7 @@ def test_a_failed_look_up_before_a_transition_that_succeeds_is_logged(
     assert notes.taken() == [("model_version.stage_transitioned",
                               {"name": "lookup", "version": "1", "from_stage": "",
                                "to_stage": "Staging"})]
-    assert "could not read the stages of 'lookup' before the transition" in caplog.text
+    assert "the stages of 'lookup' before this transition are unknown" in caplog.text
 
 
 def test_file_store_archives_are_notified_too(tmp_path: Path,
