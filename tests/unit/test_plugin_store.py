@@ -183,7 +183,7 @@ def test_mlflow_finds_the_plugin_for_each_scheme(scheme: str) -> None:
 # -- the look-up before a transition: one query, whatever the number of versions ---------------
 
 @contextmanager
-def count_selects(store: HotswapRegistryStore) -> Iterator[list[str]]:
+def count_selects(store: SqlAlchemyStore) -> Iterator[list[str]]:
     statements: list[str] = []
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
@@ -210,7 +210,7 @@ def test_a_transition_costs_no_query_beyond_mlflows_own_whatever_the_models_size
     plain = SqlAlchemyStore(store.db_uri)  # type: ignore[attr-defined]
     with count_selects(store) as through_plugin:
         transition(store, name, "3", "Production", archive=True)
-    with count_selects(store) as through_mlflow:
+    with count_selects(plain) as through_mlflow:
         transition(plain, name, "4", "Production", archive=True)
     assert len(through_plugin) == len(through_mlflow)
     assert notes.taken() == [
