@@ -149,7 +149,7 @@ def scaling(workdir: Path, smoke: bool) -> dict[int, dict[str, list[float]]]:
     from mlflow_hotswap_plugin.settings import Settings
     from mlflow_hotswap_plugin.store import HotswapRegistryStore
 
-    calls, warmup = (20, 3) if smoke else (200, 10)
+    calls, warmup = (10, 2) if smoke else (200, 10)
     legacy_calls = 0 if smoke else 5  # seconds per call at 10,000 versions
     # In memory where there is a /dev/shm: a disk's fsync would hide the plugin's own cost.
     shm = Path("/dev/shm")
