@@ -131,17 +131,22 @@ def test_a_failed_change_pushes_nothing(server: Process, capture: CaptureServer)
         {"name": "failing", "version": "1", "from_stage": "None", "to_stage": "Staging"}]
 
 
-def test_registry_and_native_webhook_apis_work_through_the_plugin(client: MlflowClient,
-                                                                  capture: CaptureServer) -> None:
+def test_registry_reads_work_through_the_plugin(client: MlflowClient) -> None:
+    client.create_registered_model("reads")
+    assert client.get_registered_model("reads").name == "reads"
+    assert [m.name for m in client.search_registered_models("name = 'reads'")] == ["reads"]
+
+
+@pytest.mark.skipif(not hasattr(MlflowClient, "create_webhook"),
+                    reason="this MLflow has no native webhooks (they came with 3.x)")
+def test_native_webhook_apis_work_through_the_plugin(client: MlflowClient,
+                                                     capture: CaptureServer) -> None:
     # MLflow serves webhooks only for SqlAlchemyStore instances: the plugin's store is one.
     webhook = client.create_webhook(name="crud", url=capture.url,
                                     events=["model_version_alias.created"])
     assert [w.webhook_id for w in client.list_webhooks()] == [webhook.webhook_id]
     client.delete_webhook(webhook.webhook_id)
     assert list(client.list_webhooks()) == []
-    client.create_registered_model("reads")
-    assert client.get_registered_model("reads").name == "reads"
-    assert [m.name for m in client.search_registered_models("name = 'reads'")] == ["reads"]
 
 
 def test_bad_configuration_stops_the_server_at_start(tmp_path: Path) -> None:

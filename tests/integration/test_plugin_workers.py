@@ -34,7 +34,9 @@ def server(tmp_path_factory: pytest.TempPathFactory,
 
 
 def worker_pids(server: Process) -> set[str]:
-    return set(re.findall(r"Started server process \[(\d+)\]", server.log()))
+    # uvicorn (MLflow 3.x) or gunicorn (2.x)
+    return set(re.findall(r"(?:Started server process \[|Booting worker with pid: )(\d+)",
+                          server.log()))
 
 
 def test_each_change_is_delivered_once_per_target(server: Process,

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -392,3 +395,31 @@ def test_reprs_show_no_credentials() -> None:
 def hung_servers(count: int) -> Iterator[list[str]]:
     with ExitStack() as stack:
         yield [stack.enter_context(hung_server()) for _ in range(count)]
+
+
+EXITING_SCRIPT = """
+import os, signal, sys, time
+from mlflow_hotswap_plugin import events
+from mlflow_hotswap_plugin.notifier import Notifier
+from mlflow_hotswap_plugin.settings import Settings
+note = Notifier(Settings(targets=(sys.argv[1],), timeout=1.0))  # waited for at exit
+note.emit(events.model_deleted("iris"))
+note.emit(events.model_deleted("iris"))
+deadline = time.monotonic() + 10
+while note.pending().get(sys.argv[1]) != 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
+if sys.argv[2] == "sigterm":
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # never reached: SIGTERM still ends the process
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "sigterm"])
+def test_a_process_that_ends_says_what_it_dropped(how: str) -> None:
+    with hung_server() as hung:
+        done = subprocess.run([sys.executable, "-c", EXITING_SCRIPT, hung, how],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == (-signal.SIGTERM if how == "sigterm" else 0), done.stderr
+    assert (f"exiting with 2 notification(s) for {hung} not delivered (1 queued, 1 in flight)"
+            in done.stderr)
+    assert done.stderr.count("exiting with") == 1
