@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import ipaddress
 import logging
 import sys
+from typing import Any
 
 import uvicorn
 
+from receiver import redact
 from receiver.app import create_app
 from receiver.settings import Settings, SettingsError
 
@@ -26,14 +30,52 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact.install_log_filter()
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"mlflow-hotswap-receiver: {exc}", file=sys.stderr)
         return 2
+    for warning in exposure_warnings(args.host, settings):
+        logging.getLogger("receiver").warning(warning)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log)
+                access_log=args.access_log, log_config=_uvicorn_log_config())
     return 0
+
+
+def _uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging setup, with every handler scrubbing credentials."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["filters"] = {"scrub": {"()": "receiver.redact.ScrubFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = [*handler.get("filters", []), "scrub"]
+    return config
+
+
+def exposure_warnings(host: str, settings: Settings) -> list[str]:
+    """What anyone who can reach `host` could do that the settings do not prevent."""
+    if _loopback(host):
+        return []
+    warnings = []
+    if not settings.webhook_secret:
+        warnings.append(
+            f"SECURITY: listening on {host} with no HOTSWAP_WEBHOOK_SECRET: anyone who can "
+            f"reach this port can make the receiver ask MLflow again, as often as they like. "
+            f"Set the same secret here and on the MLflow server.")
+    if not settings.admin_token:
+        warnings.append(
+            f"SECURITY: listening on {host} with no HOTSWAP_ADMIN_TOKEN: anyone who can reach "
+            f"this port can call POST /models/reload. Set a token.")
+    return warnings
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a hostname: it may resolve anywhere
+        return False
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ExceptionHandler
 
-from receiver import endpoints
+from receiver import endpoints, redact
 from receiver.errors import (
     DOMAIN_ERRORS,
     ApiError,
@@ -38,11 +38,12 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         await service.updater.start()
         logger.info("Serving %s, following %s in MLflow at %s",
                     ", ".join(service.settings.model_names), service.settings.reference,
-                    service.settings.tracking_uri)
+                    redact.uri(service.settings.tracking_uri))
         try:
             yield
         finally:
             await service.updater.stop()
+            service.registry.close()
 
     routes = [
         Route("/invocations", endpoints.invocations, methods=["POST"]),
@@ -79,4 +80,5 @@ async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+    # The details are in the log; a client learns only that it is our fault.
+    return error_response(500, "INTERNAL_ERROR", f"Internal error ({type(exc).__name__}).")

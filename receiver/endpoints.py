@@ -16,10 +16,11 @@ from starlette.responses import JSONResponse, Response
 
 from receiver import compat, scoring
 from receiver.errors import ApiError
+from receiver.redact import scrub
 from receiver.registry import LoadedModel
 from receiver.service import Service
 from receiver.updater import RefreshStatus
-from receiver.webhooks import InvalidSignature, MalformedNotification
+from receiver.webhooks import MAX_NOTIFICATION_BYTES, InvalidSignature, MalformedNotification
 
 
 def _service(request: Request) -> Service:
@@ -97,10 +98,7 @@ async def pinned_invocations(request: Request) -> Response:
     service = _service(request)
     name = _known_name_or_404(service, request.path_params["name"])
     version = request.path_params["version"]
-    if not version.isdigit():
-        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST",
-                       f"Model version {version!r} is not a number.")
-    return await _score(request, await service.updater.pinned(name, version))
+    return await _score(request, await service.pinned.get(name, version))
 
 
 async def current_model(request: Request) -> JSONResponse:
@@ -117,12 +115,12 @@ async def reload_models(request: Request) -> JSONResponse:
     name = service.settings.default_model
     version = _version(service, name)
     if result.status.get(name, RefreshStatus.FAILED) == RefreshStatus.FAILED:
-        message = result.errors.get(name) or result.crash or "reload failed"
+        message = scrub(result.errors.get(name) or result.crash or "reload failed")
         return JSONResponse({"error_code": "RELOAD_FAILED", "message": message,
                              "model_version": version}, status_code=502)
     status = "reloaded" if result.status[name] == RefreshStatus.RELOADED else "unchanged"
     details = {n: {"status": s.value, "version": _version(service, n),
-                   "error": result.errors.get(n)}
+                   "error": scrub(result.errors[n]) if n in result.errors else None}
                for n, s in result.status.items()}
     return JSONResponse({"status": status, "model_version": version, "models": details})
 
@@ -144,7 +142,13 @@ def _require_admin(request: Request, token: str | None) -> None:
 async def webhook(request: Request) -> JSONResponse:
     service = _service(request)
     outcomes = service.metrics.webhook_requests
-    body = await _read_body(request, service.settings.max_body_bytes)
+    # A notification is a few hundred bytes: anything big is refused before any work. The
+    # checks below then stay cheap enough (microseconds) to run on the event loop.
+    try:
+        body = await _read_body(request, MAX_NOTIFICATION_BYTES)
+    except ApiError:
+        outcomes.labels(outcome="too_large").inc()
+        raise
     try:
         notification = service.verifier.check(request.headers, body)
     except InvalidSignature:
@@ -170,9 +174,22 @@ async def health(request: Request) -> JSONResponse:
     body = {"model_loaded": loaded,
             "models": {n: _version(service, n) for n in service.settings.model_names},
             "following": service.settings.reference,
-            "last_update_error": service.updater.last_error,
+            "last_update_error": scrub(service.updater.last_error or "") or None,
+            "load_failures": _load_failures(service),
+            "last_load_failure": service.updater.guard.last_failure,
+            "abandoned_loads": service.updater.guard.abandoned(),
             "uptime_seconds": round(time.monotonic() - service.started_at, 1)}
     return JSONResponse(body, status_code=200 if loaded else 503)
+
+
+def _load_failures(service: Service) -> dict[str, int]:
+    """Failed loads by reason (error, exit, timeout), as /metrics counts them."""
+    counts = {"error": 0, "exit": 0, "timeout": 0}
+    for family in service.metrics.load_failures.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                counts[sample.labels["reason"]] = int(sample.value)
+    return counts
 
 
 async def live(request: Request) -> JSONResponse:

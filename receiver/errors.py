@@ -10,6 +10,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from receiver.pinning import PinnedLoadsBusy
+from receiver.redact import scrub
 from receiver.registry import ModelLoadFailed, ModelNotFound, RegistryUnavailable
 from receiver.scoring import BadInput, UnsupportedMediaType
 from receiver.webhooks import InvalidSignature, MalformedNotification
@@ -32,15 +34,18 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidSignature: (401, "UNAUTHENTICATED"),
     ModelNotFound: (404, "RESOURCE_DOES_NOT_EXIST"),
     UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
-    ModelLoadFailed: (500, "MODEL_LOAD_FAILED"),
+    # The version is bad, not the request: the upstream (the registry's model) failed.
+    ModelLoadFailed: (502, "MODEL_LOAD_FAILED"),
     RegistryUnavailable: (502, "MLFLOW_UNAVAILABLE"),
+    PinnedLoadsBusy: (503, "OVERLOADED"),
 }
 
 
 def error_response(status: int, error_code: str, message: str,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error_code": error_code, "message": message}, status_code=status,
-                        headers=headers)
+    # MLflow's error texts name the tracking URL, which may carry a password.
+    return JSONResponse({"error_code": error_code, "message": scrub(message)},
+                        status_code=status, headers=headers)
 
 
 async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -51,4 +56,6 @@ async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     status, error_code = next(mapped for kind, mapped in DOMAIN_ERRORS.items()
                               if isinstance(exc, kind))
-    return error_response(status, error_code, str(exc))
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return error_response(status, error_code, str(exc), headers)

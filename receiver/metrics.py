@@ -36,3 +36,11 @@ class Metrics:
         self.webhook_requests = Counter(
             "hotswap_webhook_requests", "Notifications received, by outcome", ["outcome"],
             registry=r)
+        self.load_failures = Counter(
+            "hotswap_model_load_failures",
+            "Loads that failed: `error` (raised), `exit` (SystemExit and the like), `timeout` "
+            "(abandoned after HOTSWAP_LOAD_TIMEOUT)", ["reason"], registry=r)
+        self.pinned_refused = Counter(
+            "hotswap_pinned_requests_refused",
+            "Pinned-version requests answered without a load: `failed_recently` (from the "
+            "negative cache), `busy` (too many pinned loads at once)", ["reason"], registry=r)

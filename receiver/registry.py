@@ -77,9 +77,20 @@ class Registry:
             os.environ.setdefault(key, value)
         self._settings = settings
         self._client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+        # A folder we made is ours to remove at shutdown; HOTSWAP_MODEL_DIR is the user's.
+        self._owns_root = not settings.model_dir
         root = settings.model_dir or tempfile.mkdtemp(prefix="hotswap-models-")
         self._model_root = Path(root)
-        self._model_root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._model_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # serve nothing yet rather than not start: loads will say why
+            logger.error("The model folder %s cannot be made: %s", root, exc)
+
+    def close(self) -> None:
+        """Remove the model folder made at start (downloads of every version included)."""
+        if self._owns_root:
+            shutil.rmtree(self._model_root, ignore_errors=True)
+            logger.info("Removed the model folder %s", self._model_root)
 
     def resolve(self, name: str) -> str | None:
         """The version the followed stage or alias points to now; None when nothing does."""

@@ -23,8 +23,17 @@ JSON = "application/json"
 CSV = "text/csv"
 
 
+# A message quotes what went wrong, never the whole (maybe megabytes of) input.
+MAX_MESSAGE = 500
+
+
 class BadInput(ValueError):
     """The request body is malformed or does not fit the model's signature."""
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "... (truncated)"
+        super().__init__(message)
 
 
 class UnsupportedMediaType(ValueError):
@@ -54,7 +63,9 @@ def parse(body: bytes, mime: str, schema: Schema | None) -> tuple[Any, dict[str,
         return _parse_csv(body, schema), None
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise BadInput("The JSON body is nested too deeply.") from None
+    except ValueError as exc:  # UnicodeDecodeError included
         raise BadInput(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(document, dict):
         raise BadInput(f"The JSON body must be an object with exactly one of "
@@ -74,6 +85,8 @@ def parse(body: bytes, mime: str, schema: Schema | None) -> tuple[Any, dict[str,
         data = infer_and_parse_data({present[0]: document[present[0]]}, schema)
     except MlflowException as exc:
         raise BadInput(exc.message) from None
+    except RecursionError:
+        raise BadInput(f"'{present[0]}' is nested too deeply.") from None
     except Exception as exc:  # noqa: BLE001 - pandas/numpy reject malformed shapes variously
         raise BadInput(f"Could not read '{present[0]}': {exc}.") from None
     return data, params
@@ -108,8 +121,11 @@ def _all_double_split(split: Any, schema: Schema | None) -> pd.DataFrame | None:
         for value in row:
             if type(value) is not float and type(value) is not int:  # bool is not a number here
                 return None
-    return pd.DataFrame(np.array(data, dtype=np.float64).reshape(len(data), width),
-                        columns=columns)
+    try:
+        values = np.array(data, dtype=np.float64)
+    except OverflowError:  # an integer of hundreds of digits is no double
+        raise BadInput("A number in 'dataframe_split' is too large for a double.") from None
+    return pd.DataFrame(values.reshape(len(data), width), columns=columns)
 
 
 def _parse_csv(body: bytes, schema: Schema | None) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import time
 
 from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
+from receiver.pinning import PinnedModels
 from receiver.registry import Registry
 from receiver.settings import Settings
 from receiver.threads import Limiters
@@ -19,8 +20,10 @@ class Service:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.limiters = Limiters.create(settings.predict_threads)
-        self.updater = ModelUpdater(settings, registry or Registry(settings), self.metrics,
+        self.registry = registry or Registry(settings)
+        self.updater = ModelUpdater(settings, self.registry, self.metrics,
                                     self.limiters.model_work)
+        self.pinned = PinnedModels(self.updater, self.metrics)
         self.lane = ScoringLane(self.limiters.predictions, self.metrics)
         self.verifier = WebhookVerifier(settings.webhook_secret, settings.webhook_max_age)
         self.started_at = time.monotonic()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TypeVar
+
+from receiver import redact
 
 N = TypeVar("N", int, float)
 
@@ -35,6 +38,8 @@ class Settings:
     # the GIL, so more threads only contend (bench/ measures 1, 2 and unlimited side by side).
     # Raise it for models that release the GIL.
     predict_threads: int = 1
+    # A download + load + warm-up taking longer is abandoned and counted as failed.
+    load_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         if not self.model_names:
@@ -48,6 +53,23 @@ class Settings:
             raise SettingsError(
                 f"MODEL_UPDATE_INTERVAL must be a positive number of seconds, "
                 f"got {self.update_interval}.")
+        if not self.load_timeout > 0:
+            raise SettingsError(
+                f"HOTSWAP_LOAD_TIMEOUT must be a positive number of seconds, "
+                f"got {self.load_timeout}.")
+
+    def __repr__(self) -> str:
+        # A repr ends up in logs and tracebacks: no secret, no password in a URI.
+        hidden = {"webhook_secret", "admin_token"}
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in hidden and value is not None:
+                value = redact.MASK
+            elif item.name in ("tracking_uri", "registry_uri"):
+                value = redact.uri(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def default_model(self) -> str:
@@ -75,6 +97,7 @@ class Settings:
             max_body_bytes=_number(env, "HOTSWAP_MAX_BODY_BYTES", 10 * 1024 * 1024, int),
             model_dir=env.get("HOTSWAP_MODEL_DIR") or None,
             predict_threads=_number(env, "HOTSWAP_PREDICT_THREADS", 1, int),
+            load_timeout=_number(env, "HOTSWAP_LOAD_TIMEOUT", 600.0, float),
         )
 
 
@@ -89,7 +112,13 @@ def _number(env: Mapping[str, str], key: str, default: N, kind: type[N]) -> N:
     raw = env.get(key, "").strip()
     if not raw:
         return default
+    # int() and float() also take "٣", "1_0", "nan" and "inf": a setting is plain ASCII digits.
     try:
-        return kind(raw)
+        if not raw.isascii():
+            raise ValueError(raw)
+        value = kind(raw)
     except ValueError:
         raise SettingsError(f"{key} must be a number ({kind.__name__}), got {raw!r}.") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{key} must be a finite number, got {raw!r}.")
+    return value

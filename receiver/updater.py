@@ -23,6 +23,7 @@ import anyio
 from mlflow.exceptions import MlflowException
 
 from receiver import threads
+from receiver.guard import LoadGuard
 from receiver.loader import FastModelLoader
 from receiver.metrics import Metrics
 from receiver.registry import (
@@ -77,6 +78,7 @@ class ModelUpdater:
         self._metrics = metrics
         self._limiter = limiter
         self._clock = clock
+        self.guard = LoadGuard(registry, settings.load_timeout, metrics)
         self._cache: FastModelLoader[tuple[str, str], LoadedModel] = FastModelLoader(
             self._load, settings.cache_size, metrics, on_evict=self._evicted)
         # The served models. Handlers read an entry once per request, so a swap is a single
@@ -94,6 +96,9 @@ class ModelUpdater:
     def served(self, name: str) -> LoadedModel | None:
         return self._served.get(name)
 
+    def is_cached(self, name: str, version: str) -> bool:
+        return (name, version) in self._cache
+
     def is_served(self, model: LoadedModel) -> bool:
         return self._served.get(model.name) is model
 
@@ -105,7 +110,7 @@ class ModelUpdater:
         """
         try:
             return await threads.run(self._cache.get, (name, version), limiter=self._limiter)
-        except ModelNotFound:
+        except (ModelNotFound, ModelLoadFailed):
             raise
         except MlflowException as exc:
             raise RegistryUnavailable(f"Could not fetch {name} version {version} from MLflow: "
@@ -225,7 +230,7 @@ class ModelUpdater:
         return model.version if model else "none"
 
     def _load(self, key: tuple[str, str]) -> LoadedModel:
-        model = self._registry.load(*key)
+        model = self.guard.load(*key)
         self._metrics.load_duration.observe(model.load_seconds)
         return model
 

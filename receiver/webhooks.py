@@ -4,9 +4,10 @@ the registry is the truth, so a notification only ever triggers a re-resolve."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +17,15 @@ from mlflow_hotswap_plugin.signing import (
     DELIVERY_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    parse_secrets,
     verify,
 )
+
+# Notifications are a few hundred bytes; a bigger body is refused (413) before any work.
+MAX_NOTIFICATION_BYTES = 64 * 1024
+# Unix seconds in ASCII digits, an optional fraction: float() alone would also take "nan",
+# "inf", "1_0" and other scripts' digits.
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?", re.ASCII)
 
 
 class InvalidSignature(ValueError):
@@ -37,14 +45,16 @@ class Notification:
 
     def model_names(self) -> set[str]:
         """The registered model names this notification is about (a rename names two)."""
-        names = {self.data.get("name"), self.data.get("new_name")}
-        return {n for n in names if isinstance(n, str)}
+        names = (self.data.get("name"), self.data.get("new_name"))
+        return {n for n in names if isinstance(n, str)}  # a list here must not raise
 
 
 class WebhookVerifier:
-    def __init__(self, secret: str | None, max_age: float,
+    def __init__(self, secret: str | Iterable[str] | None, max_age: float,
                  clock: Callable[[], float] = time.time) -> None:
-        self._secret = secret
+        # HOTSWAP_WEBHOOK_SECRET may hold several, comma-separated, for rotation: any verifies.
+        self._secrets = (parse_secrets(secret) if secret is None or isinstance(secret, str)
+                         else tuple(secret))
         self._max_age = max_age
         self._clock = clock
         # Ids live as long as a timestamp stays acceptable, so a replay is either stale or seen.
@@ -59,12 +69,12 @@ class WebhookVerifier:
         """
         delivery_id = headers.get(DELIVERY_ID_HEADER)
         timestamp = headers.get(TIMESTAMP_HEADER)
-        if self._secret is not None:
+        if self._secrets:
             signature = headers.get(SIGNATURE_HEADER)
             if not (delivery_id and timestamp and signature):
                 raise InvalidSignature(f"The notification is not signed: {DELIVERY_ID_HEADER}, "
                                     f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required.")
-            if not verify(self._secret, delivery_id, timestamp, body, signature):
+            if not verify(self._secrets, delivery_id, timestamp, body, signature):
                 raise InvalidSignature("The notification's signature does not match.")
         if timestamp is not None:
             self._check_fresh(timestamp)
@@ -77,11 +87,10 @@ class WebhookVerifier:
         return notification
 
     def _check_fresh(self, timestamp: str) -> None:
-        try:
-            sent = float(timestamp)
-        except ValueError:
+        if not _UNIX_SECONDS.fullmatch(timestamp):
             raise InvalidSignature(
-                f"{TIMESTAMP_HEADER} {timestamp!r} is not unix seconds.") from None
+                f"{TIMESTAMP_HEADER} {timestamp[:40]!r} is not unix seconds.")
+        sent = float(timestamp)
         age = self._clock() - sent
         if abs(age) > self._max_age:
             raise InvalidSignature(f"The notification's timestamp is {age:.0f}s off; at most "
@@ -91,7 +100,7 @@ class WebhookVerifier:
 def _parse(delivery_id: str | None, body: bytes) -> Notification:
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise MalformedNotification("The notification body is not valid JSON.") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
         raise MalformedNotification(

@@ -36,7 +36,7 @@ def test_a_broken_version_keeps_the_good_one_serving_and_is_retried(plain_mlflow
     # A pinned request for the broken version is a clear error, and changes nothing.
     pinned = requests.post(f"{receiver.url}/models/{name}/versions/{broken}/invocations",
                            json=sample_rows(), timeout=30)
-    assert (pinned.status_code, pinned.json()["error_code"]) == (500, "MODEL_LOAD_FAILED")
+    assert (pinned.status_code, pinned.json()["error_code"]) == (502, "MODEL_LOAD_FAILED")
     assert served_version(receiver) == good
 
 

@@ -45,14 +45,21 @@ def register_sklearn_model(tracking_uri: str, name: str, seed: int = 0) -> str:
     return str(info.registered_model_version)
 
 
-def register_broken_model(tracking_uri: str, name: str) -> str:
-    """Register a version whose load raises, to test that a bad promotion changes nothing."""
+def register_broken_model(tracking_uri: str, name: str, code: str = "broken_model.py") -> str:
+    """Register a version whose load raises, to test that a bad promotion changes nothing.
+
+    `code` names another hostile model in tests/support: `exit_model.py` (load calls
+    sys.exit), `hang_model.py` (warm-up never returns where HOTSWAP_TEST_HANG_ARMED is set).
+    """
     mlflow.set_tracking_uri(tracking_uri)
-    code = Path(__file__).with_name("broken_model.py")
+    path = Path(__file__).with_name(code)
+    # An input example, so the receiver warms the model up on it.
+    example = training_frame(0, rows=2)[0] if code == "hang_model.py" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(**ARTIFACT, python_model=str(code),
+            info = mlflow.pyfunc.log_model(**ARTIFACT, python_model=str(path),
+                                           input_example=example,
                                            registered_model_name=name)
     return str(info.registered_model_version)
 

@@ -114,3 +114,29 @@ def test_fast_path_frame_is_float64_in_signature_order() -> None:
                                                        "data": [[1, 2]]}}), scoring.JSON, SCHEMA)
     assert list(frame.columns) == ["a", "b"]
     assert frame.dtypes.tolist() == [np.float64, np.float64]
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"dataframe_records": ' + b'[{"a": ' * 50_000 + b"1" + b"}]" * 50_000 + b"}",
+])
+def test_a_body_nested_100000_deep_is_bad_input(raw: bytes) -> None:
+    with pytest.raises(scoring.BadInput, match=r"nested too deeply|not valid JSON"):
+        scoring.parse(raw, scoring.JSON, SCHEMA)
+
+
+def test_a_400_digit_number_is_bad_input_not_overflow() -> None:
+    huge = int("9" * 400)
+    fast = {"columns": ["a", "b"], "data": [[huge, 1]]}
+    general = {**fast, "index": [0]}  # not the fast path's shape
+    for split in (fast, general):
+        with pytest.raises(scoring.BadInput):
+            scoring.parse(body({"dataframe_split": split}), scoring.JSON, SCHEMA)
+
+
+def test_an_error_message_never_echoes_a_huge_input() -> None:
+    raw = body({"dataframe_split": {"columns": ["a", "b"], "data": [["x" * 100_000, 1]]}})
+    with pytest.raises(scoring.BadInput) as caught:
+        scoring.parse(raw, scoring.JSON, SCHEMA)
+    assert len(str(caught.value)) <= scoring.MAX_MESSAGE + 20

@@ -104,3 +104,45 @@ def test_signed_but_malformed_body_is_400(raw: bytes) -> None:
     with pytest.raises(MalformedNotification) as caught:
         verifier().check(signed(raw), raw)
     assert DOMAIN_ERRORS[type(caught.value)][0] == 400
+
+
+@pytest.mark.parametrize("timestamp", ["nan", "NaN", "inf", "-inf", "Infinity", "1e9",
+                                       "\u0661\u0668" + "\u0660" * 8, "1_800_000_000",
+                                       " 1800000000", "-1800000000", "9" * 400, ""])
+def test_timestamps_that_are_not_unix_seconds_are_refused(timestamp: str) -> None:
+    # Signed correctly, so only the timestamp's form can refuse it.
+    delivery_id = str(uuid.uuid4())
+    headers = {DELIVERY_ID_HEADER: delivery_id, TIMESTAMP_HEADER: timestamp,
+               SIGNATURE_HEADER: sign(SECRET, delivery_id, timestamp, BODY)}
+    with pytest.raises(InvalidSignature):
+        verifier().check(headers, BODY)
+    with pytest.raises(InvalidSignature, match="unix seconds"):
+        verifier(None).check({TIMESTAMP_HEADER: timestamp or "x"}, BODY)
+
+
+def test_a_fractional_timestamp_is_unix_seconds() -> None:
+    headers = signed(BODY)
+    headers[TIMESTAMP_HEADER] = f"{NOW}"
+    headers[SIGNATURE_HEADER] = sign(SECRET, headers[DELIVERY_ID_HEADER], f"{NOW}", BODY)
+    assert verifier().check(headers, BODY) is not None
+
+
+def test_rotation_any_of_several_secrets_verifies() -> None:
+    rotating = verifier("new-secret, s3cret")
+    assert rotating.check(signed(BODY, secret="new-secret"), BODY) is not None
+    assert rotating.check(signed(BODY, secret=SECRET), BODY) is not None
+    with pytest.raises(InvalidSignature):
+        rotating.check(signed(BODY, secret="retired"), BODY)
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"data": ' * 50_000 + b"1" + b"}" * 50_000])
+def test_a_deeply_nested_body_is_malformed_not_a_crash(body: bytes) -> None:
+    with pytest.raises(MalformedNotification):
+        verifier().check(signed(body), body)
+
+
+def test_a_name_that_is_not_a_string_names_no_model() -> None:
+    body = b'{"entity": "x", "action": "y", "data": {"name": ["a"], "new_name": {"b": 1}}}'
+    notification = verifier().check(signed(body), body)
+    assert notification is not None and notification.model_names() == set()

@@ -1,0 +1,78 @@
+"""Pinned-version requests (`/models/{name}/versions/{version}/invocations`): any caller may
+name any version, so what they can make the receiver load is bounded here.
+
+- A version has one spelling, `1`: `01` or an Arabic-Indic `1` is not found, and loads nothing, so no caller
+  can fill the cache with copies of one version.
+- At most PINNED_LOADS versions load at once for pinned requests; beyond that, 503 at once.
+- A version that failed to load is answered from a negative cache for FAILED_TTL seconds,
+  instead of being downloaded again for every request that names it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+from cachetools import TTLCache
+
+from receiver.metrics import Metrics
+from receiver.registry import LoadedModel, ModelLoadFailed, ModelNotFound
+from receiver.updater import ModelUpdater
+
+PINNED_LOADS = 2
+FAILED_TTL = 30.0
+# Versions are counters: 18 digits is far beyond any registry, and well inside an int64.
+_MAX_DIGITS = 18
+
+
+class PinnedLoadsBusy(RuntimeError):
+    """Too many pinned versions are loading at once; retry shortly."""
+
+    retry_after = 1
+
+
+def canonical_version(version: str) -> bool:
+    """True for `1`, `42`; False for `0`, `01`, `+1`, `1.0`, other scripts' digits or anything else."""
+    return (0 < len(version) <= _MAX_DIGITS and version.isascii() and version.isdigit()
+            and version[0] != "0")
+
+
+class PinnedModels:
+    def __init__(self, updater: ModelUpdater, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._updater = updater
+        self._metrics = metrics
+        self._loads = anyio.CapacityLimiter(PINNED_LOADS)
+        self._failed: TTLCache[tuple[str, str], Exception] = TTLCache(
+            maxsize=1024, ttl=FAILED_TTL, timer=clock)
+
+    async def get(self, name: str, version: str) -> LoadedModel:
+        """The version, cached or loaded now. `name` must already be one this receiver serves.
+
+        Raises ModelNotFound, ModelLoadFailed (fresh or remembered), RegistryUnavailable, or
+        PinnedLoadsBusy.
+        """
+        if not canonical_version(version):
+            raise ModelNotFound(f"Model {name!r} has no version {version!r}: a version is "
+                                f"written as a plain number, such as '1'.")
+        key = (name, version)
+        if self._updater.is_cached(name, version):
+            return await self._updater.pinned(name, version)
+        remembered = self._failed.get(key)
+        if remembered is not None:
+            self._metrics.pinned_refused.labels(reason="failed_recently").inc()
+            raise type(remembered)(f"{remembered} (remembered for {FAILED_TTL:g}s)")
+        try:
+            self._loads.acquire_nowait()
+        except anyio.WouldBlock:
+            self._metrics.pinned_refused.labels(reason="busy").inc()
+            raise PinnedLoadsBusy(f"{PINNED_LOADS} pinned versions are loading already; "
+                                  f"retry shortly.") from None
+        try:
+            return await self._updater.pinned(name, version)
+        except (ModelNotFound, ModelLoadFailed) as exc:
+            self._failed[key] = exc
+            raise
+        finally:
+            self._loads.release()
