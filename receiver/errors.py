@@ -10,6 +10,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from receiver.lane import DeadlineExceeded, Overloaded
 from receiver.registry import ModelLoadFailed, ModelNotFound, RegistryUnavailable
 from receiver.scoring import BadInput, UnsupportedMediaType
 from receiver.webhooks import InvalidSignature, MalformedNotification
@@ -34,6 +35,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
     ModelLoadFailed: (500, "MODEL_LOAD_FAILED"),
     RegistryUnavailable: (502, "MLFLOW_UNAVAILABLE"),
+    Overloaded: (503, "OVERLOADED"),
+    DeadlineExceeded: (504, "REQUEST_TIMEOUT"),
 }
 
 
@@ -51,4 +54,5 @@ async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     status, error_code = next(mapped for kind, mapped in DOMAIN_ERRORS.items()
                               if isinstance(exc, kind))
-    return error_response(status, error_code, str(exc))
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
+    return error_response(status, error_code, str(exc), headers)

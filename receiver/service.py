@@ -21,6 +21,6 @@ class Service:
         self.limiters = Limiters.create(settings.predict_threads)
         self.updater = ModelUpdater(settings, registry or Registry(settings), self.metrics,
                                     self.limiters.model_work)
-        self.lane = ScoringLane(self.limiters.predictions, self.metrics)
+        self.lane = ScoringLane(settings, self.limiters, self.metrics)
         self.verifier = WebhookVerifier(settings.webhook_secret, settings.webhook_max_age)
         self.started_at = time.monotonic()

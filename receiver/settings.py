@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar, cast
 
 N = TypeVar("N", int, float)
+
+Batching = Literal["auto", "on", "off"]
+BATCHING_MODES: tuple[Batching, ...] = ("auto", "on", "off")
 
 
 class SettingsError(ValueError):
@@ -35,6 +38,12 @@ class Settings:
     # the GIL, so more threads only contend: at 32 clients on 2 cores, 1 thread served 212
     # requests/s, 2 threads 169, unlimited 139 (bench/). Raise it for models that release the GIL.
     predict_threads: int = 1
+    # The scoring lane (lane.py): merge concurrent requests into one predict call, bound the
+    # requests admitted, and give each a deadline. Defaults chosen from bench/ part 3.
+    batching: Batching = "auto"
+    batch_max_rows: int = 1024
+    max_queue: int = 256
+    request_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.model_names:
@@ -44,6 +53,18 @@ class Settings:
         if self.predict_threads < 1:
             raise SettingsError(
                 f"HOTSWAP_PREDICT_THREADS must be at least 1, got {self.predict_threads}.")
+        if self.batching not in BATCHING_MODES:
+            raise SettingsError(f"HOTSWAP_BATCHING must be one of {', '.join(BATCHING_MODES)}, "
+                                f"got {self.batching!r}.")
+        if self.batch_max_rows < 1:
+            raise SettingsError(
+                f"HOTSWAP_BATCH_MAX_ROWS must be at least 1, got {self.batch_max_rows}.")
+        if self.max_queue < 1:
+            raise SettingsError(f"HOTSWAP_MAX_QUEUE must be at least 1, got {self.max_queue}.")
+        if not self.request_timeout > 0:
+            raise SettingsError(
+                f"HOTSWAP_REQUEST_TIMEOUT must be a positive number of seconds, "
+                f"got {self.request_timeout}.")
         if self.update_interval <= 0:
             raise SettingsError(
                 f"MODEL_UPDATE_INTERVAL must be a positive number of seconds, "
@@ -75,6 +96,11 @@ class Settings:
             max_body_bytes=_number(env, "HOTSWAP_MAX_BODY_BYTES", 10 * 1024 * 1024, int),
             model_dir=env.get("HOTSWAP_MODEL_DIR") or None,
             predict_threads=_number(env, "HOTSWAP_PREDICT_THREADS", 1, int),
+            # Validated in __post_init__, which names the variable.
+            batching=cast(Batching, (env.get("HOTSWAP_BATCHING") or "auto").strip().lower()),
+            batch_max_rows=_number(env, "HOTSWAP_BATCH_MAX_ROWS", 1024, int),
+            max_queue=_number(env, "HOTSWAP_MAX_QUEUE", 256, int),
+            request_timeout=_number(env, "HOTSWAP_REQUEST_TIMEOUT", 60.0, float),
         )
 
 
