@@ -29,13 +29,15 @@ _VALUE = rb"(?:" + _SCALAR + rb"|\[[^\[\]{}]*\])"
 # A CSV field followed by its separator, quoted ("" escapes a quote) or not.
 _CSV_FIELD = rb'(?:[ \t]*"[^"]*(?:""[^"]*)*"[ \t]*|[^,"\r\n]*),'
 
-_SPLIT = re.compile(rb'"dataframe_split"\s*:\s*\{')
+_KEY_WINDOW = 4096
+_FORMAT_KEYS = (b'"dataframe_split"', b'"dataframe_records"', b'"instances"', b'"inputs"')
+# Anchored right after the format's key.
+_OBJECT = re.compile(rb"\s*:\s*\{")
+_FIRST_RECORD = re.compile(rb"\s*:\s*\[\s*\{")
+_FIRST_ROW = re.compile(rb"\s*:\s*\[\s*\[")
+# Searched inside `dataframe_split` (their literal prefix makes the search fast).
 _SPLIT_COLUMNS = re.compile(rb'"columns"\s*:\s*\[')
 _SPLIT_FIRST_ROW = re.compile(rb'"data"\s*:\s*\[\s*\[')
-# Formats whose first element is a record (an object) or a row (a list).
-_FIRST_RECORD = re.compile(rb'"(dataframe_records|instances|inputs)"\s*:\s*\[\s*\{')
-_FIRST_ROW = re.compile(rb'"(instances|inputs)"\s*:\s*\[\s*\[')
-_COLUMNAR_INPUTS = re.compile(rb'"inputs"\s*:\s*\{')
 
 
 def width_limit(schema: Schema | None) -> int | None:
@@ -55,23 +57,30 @@ def check(body: bytes, mime: str, schema: Schema | None) -> None:
             raise _too_wide("The CSV header", limit, schema)
         return
     patterns = _patterns(limit)
-    split = _SPLIT.search(body)
-    if split is not None:
-        _refuse_at(_SPLIT_COLUMNS, patterns.elements, body, split.end(),
-                   "'dataframe_split.columns'", limit, schema)
-        _refuse_at(_SPLIT_FIRST_ROW, patterns.elements, body, split.end(),
-                   "The first row of 'dataframe_split.data'", limit, schema)
+    # The format is the key that comes first (a column could be named "inputs" too). It
+    # comes before the data in any body a client builds; one that hides it further down is
+    # left to the parser rather than searched for.
+    found = [(at, key) for key in _FORMAT_KEYS if (at := body.find(key, 0, _KEY_WINDOW)) >= 0]
+    if not found:
         return
-    _refuse_at(_FIRST_RECORD, patterns.pairs, body, 0, "The first record", limit, schema)
-    _refuse_at(_FIRST_ROW, patterns.elements, body, 0, "The first row", limit, schema)
-    _refuse_at(_COLUMNAR_INPUTS, patterns.columns, body, 0, "'inputs'", limit, schema)
-
-
-def _refuse_at(anchor: re.Pattern[bytes], too_many: re.Pattern[bytes], body: bytes, start: int,
-               what: str, limit: int, schema: Schema | None) -> None:
-    found = anchor.search(body, start)
-    if found is not None and too_many.match(body, found.end()):
-        raise _too_wide(what, limit, schema)
+    at, key = min(found)
+    after = at + len(key)
+    if key == b'"dataframe_split"':
+        opened = _OBJECT.match(body, after)
+        if opened is None:
+            return
+        for anchor, what in ((_SPLIT_COLUMNS, "'dataframe_split.columns'"),
+                             (_SPLIT_FIRST_ROW, "The first row of 'dataframe_split.data'")):
+            inner = anchor.search(body, opened.end())
+            if inner is not None and patterns.elements.match(body, inner.end()):
+                raise _too_wide(what, limit, schema)
+        return
+    for anchor, too_many, what in ((_FIRST_RECORD, patterns.pairs, "The first record"),
+                                   (_FIRST_ROW, patterns.elements, "The first row"),
+                                   (_OBJECT, patterns.columns, f"{key.decode()}")):
+        opened = anchor.match(body, after)
+        if opened is not None and too_many.match(body, opened.end()):
+            raise _too_wide(what, limit, schema)
 
 
 def _too_wide(what: str, limit: int, schema: Schema | None) -> BadInput:
@@ -90,7 +99,7 @@ class _Patterns:
                                 + rb",)" + more)
         self.columns = re.compile(rb"(?:" + _WS + _STRING + _WS + rb":" + _WS + _VALUE + _WS
                                   + rb",)" + more)
-        self.csv_header = re.compile(_CSV_FIELD + more)
+        self.csv_header = re.compile(rb"(?:" + _CSV_FIELD + rb")" + more)
 
 
 @functools.lru_cache(maxsize=64)
