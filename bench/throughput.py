@@ -287,7 +287,9 @@ def batched_profile(stack: Stack, version: str, cfg: Config, batch: int) -> tupl
     process: what stays when HTTP and the event loop cost nothing."""
     import mlflow.pyfunc
 
-    from receiver import lane, scoring
+    import numpy as np
+
+    from receiver import scoring
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -297,25 +299,30 @@ def batched_profile(stack: Stack, version: str, cfg: Config, batch: int) -> tupl
         raw.n_jobs = 1  # as the receiver predicts (registry._single_threaded)
     schema = pyfunc.metadata.get_input_schema()
     body = stack.sample_body(1)
-    frames = [scoring.parse(body, scoring.JSON, schema)[0] for _ in range(batch)]
-    merged = lane._merge(frames)
+    parts = [scoring.parse(body, scoring.JSON, schema, as_rows=True)[0] for _ in range(batch)]
+
+    def merge() -> Any:
+        return scoring.rows_frame(np.concatenate(parts), schema)
+
+    merged = merge()
     out = pyfunc.predict(merged)
     n = max(cfg.floor_iterations // 10, 5)
     steps = {
         "shape check (raw bytes)": lambda: shape_check(body, schema),
-        "parse one body (json + frame)": lambda: scoring.parse(body, scoring.JSON, schema),
-        f"merge {batch} frames into one": lambda: lane._merge(frames),
+        "parse one body (json + rows)":
+            lambda: scoring.parse(body, scoring.JSON, schema, as_rows=True),
+        f"merge {batch} requests' rows into one frame": merge,
         f"pyfunc.predict({batch} rows)": lambda: pyfunc.predict(merged),
         f"{batch} x predictions_json(own slice)": lambda: [
             scoring.predictions_json(out[i:i + 1]) for i in range(batch)],
     }
     timings = {label: per_call(fn, n) for label, fn in steps.items()}
     per_request = (timings["shape check (raw bytes)"]
-                   + timings["parse one body (json + frame)"]
-                   + (timings[f"merge {batch} frames into one"]
+                   + timings["parse one body (json + rows)"]
+                   + (timings[f"merge {batch} requests' rows into one frame"]
                       + timings[f"pyfunc.predict({batch} rows)"]
                       + timings[f"{batch} x predictions_json(own slice)"]) / batch)
-    shared = {f"merge {batch} frames into one", f"pyfunc.predict({batch} rows)",
+    shared = {f"merge {batch} requests' rows into one frame", f"pyfunc.predict({batch} rows)",
               f"{batch} x predictions_json(own slice)"}
     rows = [[label, f"{seconds * 1000:.3f} ms",
              f"{seconds * 1000 / (batch if label in shared else 1):.3f} ms"]

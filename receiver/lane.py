@@ -46,6 +46,9 @@ ROW_INDEPENDENT_LOADERS = frozenset(
     {"mlflow.sklearn", "mlflow.xgboost", "mlflow.lightgbm", "mlflow.catboost"})
 
 RETRY_AFTER_SECONDS = 1
+# Bodies up to this size are parsed on the event loop: such a body parses faster than a round
+# trip to a worker thread would take. Larger ones go to the parse threads.
+INLINE_PARSE_BYTES = 16 * 1024
 
 
 class Overloaded(RuntimeError):
@@ -157,9 +160,15 @@ class ScoringLane:
         request = _Request(None, None, 0, None, deadline,
                            asyncio.get_running_loop().create_future())
         try:
-            # Parsing holds no predict slot: a slow body delays only its own answer.
-            request.data, request.params, request.rows, request.key = await self._in_thread(
-                request, self._limiters.parsing, self._parse, model, body, mime, batchable)
+            # Parsing holds no predict slot. A small body is parsed right here (a thread hop
+            # costs more than its parse); a larger one in a parse thread, so it delays only
+            # its own answer.
+            if len(body) <= INLINE_PARSE_BYTES:
+                parsed = self._parse(model, body, mime, batchable)
+            else:
+                parsed = await self._in_thread(request, self._limiters.parsing, self._parse,
+                                               model, body, mime, batchable)
+            request.data, request.params, request.rows, request.key = parsed
             if not batchable:
                 answer = await self._in_thread(request, self._limiters.predictions,
                                                self._alone, model, request)
@@ -167,10 +176,12 @@ class ScoringLane:
                     raise answer
                 return answer
             self._enqueue(model, request)
-            done, _ = await asyncio.wait((request.future,), timeout=self._remaining(request))
-            if not done:
-                raise self._timed_out()
-            return request.future.result()
+            timer = asyncio.get_running_loop().call_later(self._remaining(request),
+                                                          self._expire, request)
+            try:
+                return await request.future
+            finally:
+                timer.cancel()
         finally:
             request.dropped = True  # answered, timed out or cancelled: never score it again
 
@@ -192,6 +203,11 @@ class ScoringLane:
             raise self._timed_out()
         return work.result()
 
+    def _expire(self, request: _Request) -> None:
+        if not request.future.done():
+            request.dropped = True
+            request.future.set_exception(self._timed_out())
+
     def _remaining(self, request: _Request) -> float:
         return max(0.0, request.deadline - self._clock())
 
@@ -202,8 +218,9 @@ class ScoringLane:
     @staticmethod
     def _parse(model: LoadedModel, body: bytes, mime: str, batchable: bool,
                ) -> tuple[Any, dict[str, Any] | None, int, Hashable | None]:
-        data, params = scoring.parse(body, mime, model.input_schema)
-        rows = len(data) if isinstance(data, pd.DataFrame) else 0
+        # Batched, the common case stays a bare array: one frame is built per merged call.
+        data, params = scoring.parse(body, mime, model.input_schema, as_rows=batchable)
+        rows = len(data) if isinstance(data, (pd.DataFrame, np.ndarray)) else 0
         key = _merge_key(data, params) if batchable and rows else None
         return data, params, rows, key
 
@@ -279,8 +296,8 @@ class ScoringLane:
             return [self._alone(model, batch[0])]
         total = sum(request.rows for request in batch)
         try:
-            raw = self._call(model, _merge([r.data for r in batch]), batch[0].params, total,
-                             len(batch))
+            raw = self._call(model, _merge([r.data for r in batch], model), batch[0].params,
+                             total, len(batch))
             if _length(raw) != total:
                 raise ValueError(f"{_length(raw)} predictions for {total} rows")
             answers: list[bytes | scoring.BadInput] = []
@@ -297,7 +314,10 @@ class ScoringLane:
 
     def _alone(self, model: LoadedModel, request: _Request) -> bytes | scoring.BadInput:
         try:
-            raw = self._call(model, request.data, request.params, request.rows, 1)
+            data = request.data
+            if isinstance(data, np.ndarray):
+                data = scoring.rows_frame(data, model.input_schema)
+            raw = self._call(model, data, request.params, request.rows, 1)
         except scoring.BadInput as exc:
             return exc
         return scoring.predictions_json(raw)
@@ -322,17 +342,24 @@ def _ignore_outcome(work: asyncio.Future[Any]) -> None:
 
 
 def _merge_key(data: Any, params: dict[str, Any] | None) -> Hashable | None:
-    if not isinstance(data, pd.DataFrame):
-        return None  # tensors and dicts are scored alone
     try:
         canonical_params = json.dumps(params, sort_keys=True)
     except (TypeError, ValueError):
         return None
-    return (tuple(data.columns), tuple(str(t) for t in data.dtypes), canonical_params)
+    if isinstance(data, np.ndarray):
+        # scoring's common case: exactly the signature's columns, all doubles.
+        return ("rows", canonical_params)
+    if isinstance(data, pd.DataFrame):
+        return ("frame", tuple(data.columns), tuple(str(t) for t in data.dtypes),
+                canonical_params)
+    return None  # tensors and dicts are scored alone
 
 
-def _merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def _merge(parts: list[Any], model: LoadedModel) -> pd.DataFrame:
     """One frame of every request's rows, in order; dtypes as each request had them."""
+    if isinstance(parts[0], np.ndarray):
+        return scoring.rows_frame(np.concatenate(parts), model.input_schema)
+    frames: list[pd.DataFrame] = parts
     first = frames[0]
     dtypes = set(first.dtypes)
     if len(dtypes) == 1 and isinstance(next(iter(dtypes)), np.dtype) and next(

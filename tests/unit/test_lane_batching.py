@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.types import ColSpec, DataType, Schema
 from prometheus_client import CollectorRegistry
 
 from receiver import scoring
-from receiver.lane import DeadlineExceeded, Overloaded, ScoringLane
+from receiver.lane import INLINE_PARSE_BYTES, DeadlineExceeded, Overloaded, ScoringLane
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
 from receiver.settings import Settings
@@ -64,13 +65,14 @@ class Clock:
 
 
 def make_lane(pyfunc: FakePyfunc, clock: Callable[[], float] | None = None,
+              schema: Schema | None = None,
               **settings: Any) -> tuple[ScoringLane, LoadedModel, Metrics, Limiters]:
     config = Settings(tracking_uri="http://unused", model_names=("m",), **settings)
     metrics = Metrics(CollectorRegistry())
     limiters = Limiters.create(config.predict_threads)
     lane = ScoringLane(config, limiters, metrics, **({"clock": clock} if clock else {}))
     model = LoadedModel(name="m", version="1", pyfunc=pyfunc,  # type: ignore[arg-type]
-                        input_schema=None, local_path=Path("/nonexistent"), run_id=None,
+                        input_schema=schema, local_path=Path("/nonexistent"), run_id=None,
                         load_seconds=0.0)
     return lane, model, metrics, limiters
 
@@ -141,6 +143,27 @@ def test_requests_queued_behind_a_call_merge_into_the_next_and_each_gets_its_own
     assert metrics.registry.get_sample_value("hotswap_predict_batch_requests_count") == 2
     assert metrics.registry.get_sample_value("hotswap_predict_batch_rows_sum") == 8
     assert lane.depth() == 0 and not lane.busy()
+
+
+def test_bodies_in_the_signature_s_own_form_merge_as_rows_small_and_large() -> None:
+    # All-double `dataframe_split` with the signature's columns: parsed to bare rows (the
+    # large body in a parse thread), stacked into one frame for the merged call.
+    pyfunc = FakePyfunc()
+    schema = Schema([ColSpec(DataType.double, "a"), ColSpec(DataType.double, "b")])
+    lane, model, _, limiters = make_lane(pyfunc, schema=schema, batch_max_rows=5000)
+    large = [float(v) for v in range(3000)]
+    assert len(body(*large, columns=("a", "b"))) > INLINE_PARSE_BYTES
+    values = [(1,), tuple(large), (2, 3)]
+
+    async def scenario() -> list[Any]:
+        first, queued = await behind_a_running_call(
+            lane, model, pyfunc, limiters, [body(*v, columns=("a", "b")) for v in values])
+        pyfunc.release.set()
+        await first
+        return await asyncio.gather(*queued)
+
+    assert asyncio.run(scenario()) == [predictions(*v) for v in values]
+    assert pyfunc.calls[1:] == [3003]
 
 
 def test_only_requests_with_the_same_columns_and_params_merge() -> None:
