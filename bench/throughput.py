@@ -286,7 +286,6 @@ def batched_profile(stack: Stack, version: str, cfg: Config, batch: int) -> tupl
     """The lane's own work for `batch` 1-row requests merged into one call, per request, in
     process: what stays when HTTP and the event loop cost nothing."""
     import mlflow.pyfunc
-
     import numpy as np
 
     from receiver import scoring

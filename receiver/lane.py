@@ -248,8 +248,8 @@ class ScoringLane:
                 except Exception as exc:  # noqa: BLE001 - delivered to each waiting request
                     answers = [exc] * len(batch)
                 for request, answer in zip(batch, answers, strict=True):
-                    if request.future.done():
-                        continue
+                    if request.dropped or request.future.done():
+                        continue  # its client was answered already, or went away
                     if isinstance(answer, BaseException):
                         request.future.set_exception(answer)
                     else:
