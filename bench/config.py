@@ -23,7 +23,7 @@ class Config:
     baseline_restarts: int = 10
     # 3. throughput
     load_seconds: float = 10.0
-    concurrencies: tuple[int, ...] = (1, 8, 32)
+    concurrencies: tuple[int, ...] = (1, 8, 32, 128)
     row_counts: tuple[int, ...] = (1, 100)
     floor_iterations: int = 300
     # 4. memory

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from receiver.pinning import PinnedLoadsBusy
 from receiver.redact import scrub
+from receiver.lane import DeadlineExceeded, Overloaded
 from receiver.registry import ModelLoadFailed, ModelNotFound, RegistryUnavailable
 from receiver.scoring import BadInput, UnsupportedMediaType
 from receiver.webhooks import InvalidSignature, MalformedNotification
@@ -38,6 +39,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ModelLoadFailed: (502, "MODEL_LOAD_FAILED"),
     RegistryUnavailable: (502, "MLFLOW_UNAVAILABLE"),
     PinnedLoadsBusy: (503, "OVERLOADED"),
+    Overloaded: (503, "OVERLOADED"),
+    DeadlineExceeded: (504, "REQUEST_TIMEOUT"),
 }
 
 

@@ -44,3 +44,16 @@ class Metrics:
             "hotswap_pinned_requests_refused",
             "Pinned-version requests answered without a load: `failed_recently` (from the "
             "negative cache), `busy` (too many pinned loads at once)", ["reason"], registry=r)
+        # The scoring lane (lane.py).
+        self.batch_rows = Histogram(
+            "hotswap_predict_batch_rows", "Rows in one predict call (merged requests included)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096), registry=r)
+        self.batch_requests = Histogram(
+            "hotswap_predict_batch_requests", "Requests merged into one predict call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.queue_depth = Gauge(
+            "hotswap_lane_queue_depth", "Requests admitted to the scoring lane and not yet "
+            "answered", registry=r)
+        self.shed_requests = Counter(
+            "hotswap_requests_shed", "Requests refused or dropped by the scoring lane, by reason "
+            "(overloaded: 503, timeout: 504)", ["reason"], registry=r)

@@ -24,6 +24,6 @@ class Service:
         self.updater = ModelUpdater(settings, self.registry, self.metrics,
                                     self.limiters.model_work)
         self.pinned = PinnedModels(self.updater, self.metrics)
-        self.lane = ScoringLane(self.limiters.predictions, self.metrics)
+        self.lane = ScoringLane(settings, self.limiters, self.metrics)
         self.verifier = WebhookVerifier(settings.webhook_secret, settings.webhook_max_age)
         self.started_at = time.monotonic()

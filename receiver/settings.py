@@ -6,11 +6,14 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import Literal, TypeVar, cast
 
 from receiver import redact
 
 N = TypeVar("N", int, float)
+
+Batching = Literal["auto", "on", "off"]
+BATCHING_MODES: tuple[Batching, ...] = ("auto", "on", "off")
 
 
 class SettingsError(ValueError):
@@ -40,6 +43,12 @@ class Settings:
     predict_threads: int = 1
     # A download + load + warm-up taking longer is abandoned and counted as failed.
     load_timeout: float = 600.0
+    # The scoring lane (lane.py): merge concurrent requests into one predict call, bound the
+    # requests admitted, and give each a deadline. Defaults chosen from bench/ part 3.
+    batching: Batching = "auto"
+    batch_max_rows: int = 1024
+    max_queue: int = 256
+    request_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.model_names:
@@ -49,6 +58,18 @@ class Settings:
         if self.predict_threads < 1:
             raise SettingsError(
                 f"HOTSWAP_PREDICT_THREADS must be at least 1, got {self.predict_threads}.")
+        if self.batching not in BATCHING_MODES:
+            raise SettingsError(f"HOTSWAP_BATCHING must be one of {', '.join(BATCHING_MODES)}, "
+                                f"got {self.batching!r}.")
+        if self.batch_max_rows < 1:
+            raise SettingsError(
+                f"HOTSWAP_BATCH_MAX_ROWS must be at least 1, got {self.batch_max_rows}.")
+        if self.max_queue < 1:
+            raise SettingsError(f"HOTSWAP_MAX_QUEUE must be at least 1, got {self.max_queue}.")
+        if not self.request_timeout > 0:
+            raise SettingsError(
+                f"HOTSWAP_REQUEST_TIMEOUT must be a positive number of seconds, "
+                f"got {self.request_timeout}.")
         if self.update_interval <= 0:
             raise SettingsError(
                 f"MODEL_UPDATE_INTERVAL must be a positive number of seconds, "
@@ -98,6 +119,11 @@ class Settings:
             model_dir=env.get("HOTSWAP_MODEL_DIR") or None,
             predict_threads=_number(env, "HOTSWAP_PREDICT_THREADS", 1, int),
             load_timeout=_number(env, "HOTSWAP_LOAD_TIMEOUT", 600.0, float),
+            # Validated in __post_init__, which names the variable.
+            batching=cast(Batching, (env.get("HOTSWAP_BATCHING") or "auto").strip().lower()),
+            batch_max_rows=_number(env, "HOTSWAP_BATCH_MAX_ROWS", 1024, int),
+            max_queue=_number(env, "HOTSWAP_MAX_QUEUE", 256, int),
+            request_timeout=_number(env, "HOTSWAP_REQUEST_TIMEOUT", 60.0, float),
         )
 
 

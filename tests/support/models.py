@@ -45,6 +45,44 @@ def register_sklearn_model(tracking_uri: str, name: str, seed: int = 0) -> str:
     return str(info.registered_model_version)
 
 
+def register_tree_regressor(tracking_uri: str, name: str, seed: int = 0) -> str:
+    """A DecisionTreeRegressor: a distinct float for nearly every row, so a prediction handed to
+    the wrong request shows. Trees score each row alone, bit for bit, in any batch."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    frame, _ = training_frame(seed)
+    target = frame["f0"] * 3 + frame["f1"] ** 2 - frame["f2"]
+    model = DecisionTreeRegressor(max_depth=10, random_state=seed).fit(frame, target)
+    example = frame.head(3)
+    signature = infer_signature(example, model.predict(example))
+    mlflow.set_tracking_uri(tracking_uri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(model, **ARTIFACT, signature=signature,
+                                            input_example=example, registered_model_name=name,
+                                            skops_trusted_types=["sklearn.tree._tree.Tree"])
+    return str(info.registered_model_version)
+
+
+def register_gated_model(tracking_uri: str, name: str, factor: float) -> str:
+    """A custom pyfunc (tests/support/gated_model.py) that predicts f0 * factor and holds each
+    predict while the file named by HOTSWAP_TEST_GATE exists. No input example: loading it
+    runs no warm-up prediction, so a closed gate cannot hold a load."""
+    frame, _ = training_frame(0)
+    example = frame.head(3)
+    signature = infer_signature(example, (example["f0"] * factor).to_numpy())
+    mlflow.set_tracking_uri(tracking_uri)
+    code = Path(__file__).with_name("gated_model.py")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(**ARTIFACT, python_model=str(code),
+                                           model_config={"factor": factor},
+                                           signature=signature, registered_model_name=name)
+    return str(info.registered_model_version)
+
+
 def register_broken_model(tracking_uri: str, name: str, code: str = "broken_model.py") -> str:
     """Register a version whose load raises, to test that a bad promotion changes nothing.
 

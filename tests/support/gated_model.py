@@ -1,0 +1,26 @@
+"""A custom pyfunc model (MLflow "models from code") whose predict waits while a gate file
+exists, so a test decides when the predict slot frees up. Predicts f0 * factor per row, with
+`factor` from the model config: each version answers in its own recognisable way."""
+
+import os
+import time
+
+import mlflow
+
+# The test removes the gate; this only bounds a test that forgot to.
+GATE_LIMIT_SECONDS = 60
+
+
+class Gated(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        self.factor = float((context.model_config or {}).get("factor", 1))
+
+    def predict(self, context, model_input, params=None):
+        gate = os.environ.get("HOTSWAP_TEST_GATE")
+        deadline = time.monotonic() + GATE_LIMIT_SECONDS
+        while gate and os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return (model_input["f0"] * self.factor).to_numpy()
+
+
+mlflow.models.set_model(Gated())
