@@ -19,13 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import ServerProcess, spawn_server
+from tests.support.waiting import free_port
+
 from bench.config import Config
 from bench.load import ClientPool, run_wrk, wrk_available
 from bench.result import PartResult, table
 from bench.stack import MODEL_NAME, Stack, metric
 from bench.stats import ms, percentile
-from tests.support.processes import ServerProcess, spawn_server
-from tests.support.waiting import free_port
 
 
 def per_call(fn: Callable[[], Any], iterations: int) -> float:

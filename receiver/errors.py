@@ -10,9 +10,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from receiver.lane import DeadlineExceeded, Overloaded
 from receiver.pinning import PinnedLoadsBusy
 from receiver.redact import scrub
-from receiver.lane import DeadlineExceeded, Overloaded
 from receiver.registry import ModelLoadFailed, ModelNotFound, RegistryUnavailable
 from receiver.scoring import BadInput, UnsupportedMediaType
 from receiver.webhooks import InvalidSignature, MalformedNotification

@@ -22,6 +22,7 @@ from receiver.app import create_app
 from receiver.registry import LoadedModel, ModelNotFound
 from receiver.service import Service
 from receiver.settings import Settings
+from receiver.webhooks import MAX_NOTIFICATION_BYTES
 
 BODY = {"dataframe_split": {"columns": ["a"], "data": [[1.0], [2.0]]}}
 ADMIN_TOKEN = "admin-token"
@@ -60,6 +61,9 @@ class FakeRegistry:
                            load_seconds=0.0)
 
     def release(self, model: LoadedModel) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -181,7 +185,7 @@ def test_a_pinned_version_is_served_from_the_cache(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("version, status, error_code", [
-    ("500", 500, "MODEL_LOAD_FAILED"),
+    ("500", 502, "MODEL_LOAD_FAILED"),
     ("502", 502, "MLFLOW_UNAVAILABLE"),
 ])
 def test_a_pinned_version_that_fails_to_load_says_why(client: TestClient, version: str,
@@ -198,9 +202,10 @@ def test_a_wrong_method_is_405(client: TestClient, method: str, path: str) -> No
     error(client.request(method, path), 405, "METHOD_NOT_ALLOWED")
 
 
-@pytest.mark.parametrize("path", ["/invocations", "/webhooks/mlflow"])
-def test_a_body_over_the_limit_is_413(client: TestClient, path: str) -> None:
-    big = b"[" + b"1," * MAX_BODY + b"1]"
+@pytest.mark.parametrize(("path", "limit"), [("/invocations", MAX_BODY),
+                                             ("/webhooks/mlflow", MAX_NOTIFICATION_BYTES)])
+def test_a_body_over_the_limit_is_413(client: TestClient, path: str, limit: int) -> None:
+    big = b"[" + b"1," * limit + b"1]"
     answer = client.post(path, content=big, headers={"content-type": "application/json"})
     error(answer, 413, "REQUEST_TOO_LARGE")
 
