@@ -246,11 +246,12 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     mid = 32 if 32 in cfg.concurrencies else max(cfg.concurrencies)
     r, b = results[("receiver", one, mid)], results[("mlflow models serve", one, mid)]
     ratio = r["rps"] / b["rps"] if b["rps"] else float("nan")
+    targeted = mid == 32  # issue 9's targets are for 32 clients; the smoke run has fewer
     result.add(f"requests/s at {mid} concurrent {one}-row clients: receiver vs "
                "`mlflow models serve`", f"{r['rps']:.0f} vs {b['rps']:.0f} ({ratio:.1f}x)",
-               ">= 10x", ratio >= 10)
+               ">= 10x" if targeted else "(context)", ratio >= 10 if targeted else None)
     result.add(f"p99 at {mid} concurrent {one}-row clients, receiver", ms(r["p99"]),
-               "< 100 ms", r["p99"] < 0.1)
+               "< 100 ms" if targeted else "(context)", r["p99"] < 0.1 if targeted else None)
     if 1 in cfg.concurrencies:
         for rows in cfg.row_counts:
             lone, off = results[("receiver", rows, 1)], results[("receiver, batching off", rows, 1)]
