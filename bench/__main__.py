@@ -28,6 +28,7 @@ from bench.config import Config
 from bench.report import render
 from bench.result import PartResult
 from bench.stack import Stack, machine
+from examples.processes import Process
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
@@ -115,15 +116,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    ERROR: {result.error}", flush=True)
     finally:
         commands = {
-            "mlflow server": shlex.join(stack.mlflow.popen.args) if stack.mlflow else "",
-            "receiver": shlex.join(next(iter(stack.receivers.values())).popen.args)
+            "mlflow server": command_line(stack.mlflow) if stack.mlflow else "",
+            "receiver": command_line(next(iter(stack.receivers.values())))
             if stack.receivers else "",
         }
         stack.stop()
     total = time.perf_counter() - began
     bench_cmd = "python -m bench" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
-    text = render(results, cfg=cfg, machine={**machine(), "loadavg_start": load_at_start}, started_at=started_at, total=total,
-                  command=bench_cmd, wrk_status=wrk_status, receiver_src=args.receiver_src, setup=stack.setup_seconds,
+    text = render(results, cfg=cfg, machine={**machine(), "loadavg_start": load_at_start},
+                  started_at=started_at, total=total, command=bench_cmd, wrk_status=wrk_status,
+                  receiver_src=args.receiver_src, setup=stack.setup_seconds,
                   commands={**commands,
                             "mlflow models serve": shlex.join(stack.baseline_argv("<V>", 0))
                             .replace("--port 0", "--port <port>")})
@@ -136,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if any(r.error for r in results) else 0
+
+
+def command_line(process: Process) -> str:
+    args = process.popen.args
+    return shlex.join(map(str, args)) if isinstance(args, list) else str(args)
 
 
 if __name__ == "__main__":

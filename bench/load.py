@@ -155,7 +155,8 @@ def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float,
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+    line = next((out for out in done.stdout.splitlines() if out.startswith("WRK_JSON ")),
+                None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
     raw = json.loads(line[len("WRK_JSON "):])

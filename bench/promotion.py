@@ -82,7 +82,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     push_p50 = push_max = 0.0
     for label, role, move in (("stage transition (push)", "stage", "stage:Production"),
                               ("alias move (push)", "alias", "alias:champion")):
-        lags, sent, failed = measure(stack, stack.receivers[role].url, move, cfg.promotions, 30)
+        lags, _sent, failed = measure(stack, stack.receivers[role].url, move, cfg.promotions, 30)
         p50, p95 = percentile(lags, 50), percentile(lags, 95)
         push_p50, push_max = max(push_p50, p50), max(push_max, max(lags))
         rows.append([label, str(len(lags)), ms(p50), ms(p95), ms(max(lags)), str(failed)])
@@ -94,7 +94,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     stack.start_receivers({"poll": {"MODEL_STAGE": "Staging",
                                     "MODEL_UPDATE_INTERVAL": str(interval)}})
     try:
-        lags, sent, failed = measure(stack, stack.receivers["poll"].url, "stage:Staging",
+        lags, _sent, failed = measure(stack, stack.receivers["poll"].url, "stage:Staging",
                                      cfg.poll_promotions, interval * 3 + 30,
                                      phase_jitter=interval)
     finally:

@@ -1,13 +1,31 @@
-"""Part 5: cost to the registry. Latency of the stage-transition REST call through the plugin
-against the plain store, with receivers up, down (connection refused) and hung (they accept
-the connection and never answer). Several `mlflow server`s share one database and take the
-calls in turn, so every configuration sees the same database at the same moment."""
+"""Part 5: cost to the registry.
+
+1. Latency of the stage-transition REST call through the plugin against the plain store, with
+   receivers up, down (connection refused) and hung (they accept the connection and never
+   answer). Several `mlflow server`s share one database and take the calls in turn, so every
+   configuration sees the same database at the same moment.
+2. Does the cost grow with the registry? In process, on one SQLite database: a transition with
+   `archive_existing_versions=True` through the plain SqlAlchemyStore and through the plugin's
+   store, call by call in turn, on a model with 10 and with 10,000 versions. The plugin's cost
+   is its look-up before the transition (the promoted version and the holders of the stage) and
+   queueing the events; delivery is asynchronous and waited for outside the timed call.
+
+    python -m bench.registry_cost [--smoke]     # part 5.2 alone, without the bench's stack
+"""
 
 from __future__ import annotations
 
+import argparse
 import socket
+import subprocess
+import sys
+import tempfile
 import time
-from contextlib import closing
+import warnings
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -15,8 +33,9 @@ from bench.config import Config
 from bench.result import PartResult, table
 from bench.stack import MODEL_NAME, SECRET, Stack
 from bench.stats import ms, percentile
+from examples.processes import free_port, wait_until
+from tests.support.bulk import bulk_versions
 from tests.support.capture import capture_server
-from tests.support.waiting import free_port
 
 PATH = "/api/2.0/mlflow/model-versions/transition-stage"
 
@@ -55,8 +74,9 @@ def run(stack: Stack, cfg: Config) -> PartResult:
         for i in range(cfg.registry_calls + warmup):
             names = list(urls) if i % 2 == 0 else list(reversed(urls))
             for name in names:
-                body = {"name": MODEL_NAME, "version": version, "stage": stages[i % 2],
-                        "archive_existing_versions": False}
+                body: dict[str, Any] = {"name": MODEL_NAME, "version": version,
+                                        "stage": stages[i % 2],
+                                        "archive_existing_versions": False}
                 started = time.perf_counter()
                 answer = sessions[name].post(urls[name] + PATH, json=body, timeout=30)
                 elapsed = time.perf_counter() - started
@@ -85,4 +105,150 @@ def run(stack: Stack, cfg: Config) -> PartResult:
         "closed ports (refused, retried with back-off). Hung: a socket that never accepts "
         "(each delivery waits out HOTSWAP_TIMEOUT=5 s).",
     ]
+    add_scaling(result, cfg.smoke)
     return result
+
+
+# -- 5.2: cost against the size of the registry -------------------------------------------------
+
+SIZES = (10, 10_000)
+GOAL = 1.5  # plugin p50 / plain p50, at every size
+
+
+def add_scaling(result: PartResult, smoke: bool) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hotswap-registry-cost-") as workdir:
+        for size, timings in scaling(Path(workdir), smoke).items():
+            plain = percentile(timings["plain store"], 50)
+            plugin = percentile(timings["plugin"], 50)
+            ratio = plugin / plain
+            result.add(f"archive transition at {size:,} versions: plugin / plain store (p50)",
+                       f"{ratio:.2f}x", f"<= {GOAL}x", ratio <= GOAL)
+            for name, values in timings.items():
+                rows.append([f"{size:,}", name, str(len(values)), ms(percentile(values, 50)),
+                             ms(percentile(values, 95)),
+                             f"{percentile(values, 50) / plain:.2f}x"])
+    result.tables.append(table(["versions", "registry store", "calls", "p50", "p95",
+                                "p50 / plain"], rows))
+    result.notes.append(
+        "Scaling: `transition_model_version_stage(..., archive_existing_versions=True)` in "
+        "process on one SQLite file, the plain `SqlAlchemyStore` and the plugin's store (one "
+        "target answering 202, in another process) taking calls in turn; each call promotes "
+        "one of two versions to Production and so archives the other. Versions are inserted "
+        "with one multi-row INSERT. "
+        "The plugin hears the stage changes MLflow makes (no query of its own); 'fallback' is "
+        "its path for an MLflow it cannot hear (one query on the model's rows before the "
+        "transition); 'listing every version' is its former look-up (search_model_versions "
+        "over the whole model), timed on fewer calls. The database is in /dev/shm where there "
+        "is one, so no fsync hides the difference.")
+
+
+def scaling(workdir: Path, smoke: bool) -> dict[int, dict[str, list[float]]]:
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    from mlflow_hotswap_plugin.notifier import Notifier
+    from mlflow_hotswap_plugin.settings import Settings
+    from mlflow_hotswap_plugin.store import HotswapRegistryStore
+
+    calls, warmup = (10, 2) if smoke else (200, 10)
+    legacy_calls = 0 if smoke else 5  # seconds per call at 10,000 versions
+    # In memory where there is a /dev/shm: a disk's fsync would hide the plugin's own cost.
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(prefix="hotswap-registry-cost-",
+                                     dir=shm if shm.is_dir() else workdir) as db_dir:
+        uri = f"sqlite:///{Path(db_dir) / 'registry.db'}"
+        with answering_target() as url:
+            plain = SqlAlchemyStore(uri)
+            notifier = Notifier(Settings(targets=(url,)))
+            plugin: Any = HotswapRegistryStore(f"hotswap+{uri}", notifier=notifier)
+            looking_up: Any = HotswapRegistryStore(f"hotswap+{uri}", notifier=notifier)
+            looking_up._recording = False
+            legacy: Any = HotswapRegistryStore(f"hotswap+{uri}", notifier=notifier)
+            legacy._recording = False
+            legacy._sql_stages = lambda name, version, stage: legacy._searched_stages(
+                name, str(version), stage)
+            found: dict[int, dict[str, list[float]]] = {}
+            for size in SIZES:
+                name = f"cost-{size}"
+                bulk_versions(plain, name, size)
+                stores = {"plain store": plain, "plugin": plugin,
+                          "plugin, fallback: one look-up query first": looking_up}
+                timings = _alternate(stores, name, warmup, calls, notifier)
+                if legacy_calls:
+                    before = "plugin, listing every version (before)"
+                    timings[before] = _alternate({before: legacy}, name, 1, legacy_calls,
+                                                 notifier)[before]
+                found[size] = timings
+    return found
+
+
+def _alternate(stores: dict[str, Any], name: str, warmup: int, calls: int,
+               notifier: Any) -> dict[str, list[float]]:
+    """Time `calls` archive transitions per store, the stores taking turns (order alternating);
+    each promotes version 1 or 2, archiving the other."""
+    timings: dict[str, list[float]] = {label: [] for label in stores}
+    for i in range(warmup + calls):
+        turn = list(stores.items())
+        for label, store in turn if i % 2 == 0 else reversed(turn):
+            started = time.perf_counter()
+            _promote(store, name, str(1 + i % 2))
+            elapsed = time.perf_counter() - started
+            notifier.flush(10)  # deliveries done before the next timed call
+            if i >= warmup:
+                timings[label].append(elapsed)
+    return timings
+
+
+# In a process of its own, so that answering never competes with the timed calls for the GIL.
+ANSWERING = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@contextmanager
+def answering_target() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", ANSWERING, str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}/webhooks/mlflow"
+        wait_until(lambda: requests.post(url, timeout=1).status_code == 202, timeout=30,
+                   message="the answering target")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _promote(store: Any, name: str, version: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stages are deprecated in MLflow, not in our contract
+        store.transition_model_version_stage(name, version, "Production", True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.registry_cost",
+                                     description="Part 5.2: the plugin's cost against the "
+                                                 "registry's size")
+    parser.add_argument("--smoke", action="store_true", help="a few calls per size")
+    args = parser.parse_args(argv)
+    result = PartResult(5, "Cost to the registry")
+    add_scaling(result, args.smoke)
+    for figure in result.figures:
+        print(f"{figure.name}: {figure.value}  [target {figure.target}: {figure.verdict}]")
+    print(*result.tables, sep="\n\n")
+    return 0 if all(f.met for f in result.figures) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

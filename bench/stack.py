@@ -1,8 +1,8 @@
 """The system under test, all on 127.0.0.1: a real `mlflow server` with the hotswap plugin,
 fraud-detection model versions registered through it, receivers, and `mlflow models serve`.
 
-Processes are started with tests/support/processes.py, so the benchmark runs exactly what the
-integration tests run.
+Processes are started, scraped and promoted with examples/processes.py, so the benchmark runs
+exactly what the demo and the integration tests run.
 """
 
 from __future__ import annotations
@@ -15,19 +15,27 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from mlflow import MlflowClient
 
 from bench.config import Config
 from examples import train_model
-from tests.support.processes import ServerProcess, spawn_server, start_mlflow_server, start_receiver
-from tests.support.waiting import free_port, wait_until
+from examples.processes import (
+    Process,
+    free_port,
+    promote,
+    set_alias,
+    spawn_server,
+    start_mlflow_server,
+    start_receiver,
+    wait_until,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +59,14 @@ def base_env() -> dict[str, str]:
 class Stack:
     config: Config
     workdir: Path
-    mlflow: ServerProcess | None = None
+    mlflow: Process | None = None
     # Receivers the plugin notifies: their ports are chosen before the server starts.
     receiver_ports: dict[str, int] = field(default_factory=dict)
-    receivers: dict[str, ServerProcess] = field(default_factory=dict)
+    receivers: dict[str, Process] = field(default_factory=dict)
     versions: list[str] = field(default_factory=list)
-    baseline: ServerProcess | None = None
+    baseline: Process | None = None
     baseline_version: str | None = None
-    extra: list[ServerProcess] = field(default_factory=list)
+    extra: list[Process] = field(default_factory=list)
     # Run receivers from another source tree (a candidate change), not this checkout's.
     receiver_src: Path | None = None
     setup_seconds: dict[str, float] = field(default_factory=dict)
@@ -134,13 +142,10 @@ class Stack:
         return MlflowClient(tracking_uri or self.tracking_uri)
 
     def promote(self, version: str, stage: str = "Production") -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.client().transition_model_version_stage(MODEL_NAME, version, stage,
-                                                         archive_existing_versions=True)
+        promote(MODEL_NAME, version, stage, self.tracking_uri, archive_existing=True)
 
     def set_alias(self, alias: str, version: str) -> None:
-        self.client().set_registered_model_alias(MODEL_NAME, alias, version)
+        set_alias(MODEL_NAME, alias, version, self.tracking_uri)
 
     def sample_body(self, rows: int) -> bytes:
         return json.dumps(train_model.sample_request(rows)).encode()
@@ -159,7 +164,7 @@ class Stack:
 
     def start_receivers(self, specs: dict[str, dict[str, str]]) -> None:
         """Start several receivers at once (each takes seconds to import MLflow)."""
-        def start(role: str) -> tuple[str, ServerProcess]:
+        def start(role: str) -> tuple[str, Process]:
             port = self.receiver_ports.setdefault(role, free_port())
             env = self.receiver_env(specs[role])
             if self.receiver_src is None:
@@ -208,7 +213,7 @@ class Stack:
                 f"models:/{MODEL_NAME}/{version}", "--env-manager", "local", "--workers", "1",
                 "--host", "127.0.0.1", "--port", str(port)]
 
-    def start_baseline(self, version: str, port: int | None = None) -> ServerProcess:
+    def start_baseline(self, version: str, port: int | None = None) -> Process:
         port = port or free_port()
         env = {**os.environ, **base_env(), "MLFLOW_TRACKING_URI": self.tracking_uri,
                "PYTHONUNBUFFERED": "1"}
@@ -226,10 +231,10 @@ class Stack:
     # -- other processes ----------------------------------------------------------------------
 
     def start_extra_mlflow(self, specs: dict[str, tuple[str, dict[str, str]]]
-                           ) -> dict[str, ServerProcess]:
+                           ) -> dict[str, Process]:
         """More `mlflow server`s on the same database (for part 5's side-by-side), started
         together: {label: (registry URI, environment)}."""
-        def start(label: str) -> ServerProcess:
+        def start(label: str) -> Process:
             registry_uri, extra_env = specs[label]
             folder = "mlflow-" + re.sub(r"[^a-z]+", "-", label.lower())
             return start_mlflow_server(self.workdir / folder, backend_uri=self.backend_uri,
@@ -237,7 +242,7 @@ class Stack:
                                        extra_env={**base_env(), **extra_env})
 
         with ThreadPoolExecutor(len(specs)) as pool:
-            servers = dict(zip(specs, pool.map(start, specs)))
+            servers = dict(zip(specs, pool.map(start, specs), strict=True))
         self.extra.extend(servers.values())
         return servers
 
@@ -256,18 +261,6 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """One sample from a receiver's /metrics; 0 when absent."""
-    text = requests.get(url + "/metrics", timeout=5).text
-    want = name
-    if labels:
-        want += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
-    for line in text.splitlines():
-        if line.startswith(want + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     result = fn()
@@ -281,17 +274,20 @@ def machine() -> dict[str, str]:
             cpu = line.split(":", 1)[1].strip()
             break
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    mem = next((l.split(":", 1)[1].strip() for l in Path("/proc/meminfo").read_text().splitlines()
-                if l.startswith("MemTotal")), "?")
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem = next((line.split(":", 1)[1].strip() for line in meminfo
+                if line.startswith("MemTotal")), "?")
     wrk = shutil.which("wrk")
     wrk_version = "not installed"
     if wrk:
         out = subprocess.run([wrk, "-v"], capture_output=True, text=True)
-        wrk_version = (out.stdout + out.stderr).splitlines()[0] if (out.stdout + out.stderr) else wrk
+        said = out.stdout + out.stderr
+        wrk_version = said.splitlines()[0] if said else wrk
     import mlflow
     import sklearn
     import uvicorn
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return {"nproc": nproc, "cpu": cpu, "memory": mem, "loadavg": load, "python": sys.version.split()[0],
-            "mlflow": mlflow.__version__, "scikit-learn": sklearn.__version__,
+    return {"nproc": nproc, "cpu": cpu, "memory": mem, "loadavg": load,
+            "python": sys.version.split()[0], "mlflow": mlflow.__version__,
+            "scikit-learn": sklearn.__version__,
             "uvicorn": uvicorn.__version__, "wrk": wrk_version}

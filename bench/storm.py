@@ -12,8 +12,9 @@ import uuid
 from bench.config import Config
 from bench.load import ClientPool
 from bench.result import PartResult, table
-from bench.stack import MODEL_NAME, SECRET, Stack, metric
+from bench.stack import MODEL_NAME, SECRET, Stack
 from bench.stats import ms, percentile
+from examples.processes import metric
 from mlflow_hotswap_plugin import events, signing
 
 SENDERS = 8

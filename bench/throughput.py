@@ -32,53 +32,14 @@ def per_call(fn: Callable[[], Any], iterations: int) -> float:
 def profile(stack: Stack, version: str, cfg: Config) -> tuple[str, dict[str, float]]:
     """Each step of the receiver's request path, timed in process on the served version."""
     import mlflow.pyfunc
-    import pandas as pd
-    from mlflow.pyfunc.scoring_server import infer_and_parse_data
-
-    from receiver import scoring
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
-    raw = pyfunc.get_raw_model()
-    schema = pyfunc.metadata.get_input_schema()
-    n_jobs = getattr(raw, "n_jobs", None)
-    n = cfg.floor_iterations
+    n_jobs = getattr(pyfunc.get_raw_model(), "n_jobs", None)
     rows_out, floor = [], {}
     for rows in cfg.row_counts:
-        body = stack.sample_body(rows)
-        split = json.loads(body)["dataframe_split"]
-        frame, _ = scoring.parse(body, scoring.JSON, schema)
-        out = pyfunc.predict(frame)
-
-        def receiver_path() -> None:
-            data, params = scoring.parse(body, scoring.JSON, schema)
-            scoring.predictions_json(pyfunc.predict(data, params=params))
-
-        steps = {
-            "whole receiver path (parse + pyfunc.predict + JSON)": receiver_path,
-            "json.loads(body)": lambda: json.loads(body),
-            "scoring.parse (json + MLflow infer_and_parse_data)":
-                lambda: scoring.parse(body, scoring.JSON, schema),
-            "  of which infer_and_parse_data":
-                lambda: infer_and_parse_data({"dataframe_split": split}, schema),
-            "  alternative: pd.DataFrame(data, columns=columns)":
-                lambda: pd.DataFrame(split["data"], columns=split["columns"]),
-            "pyfunc.predict(frame) (schema enforcement + predict)": lambda: pyfunc.predict(frame),
-            f"model.predict(frame), as registered (n_jobs={n_jobs})": lambda: raw.predict(frame),
-            "scoring.predictions_json": lambda: scoring.predictions_json(out),
-        }
-        timings = {label: per_call(fn, n) for label, fn in steps.items()}
-        if n_jobs not in (None, 1):
-            raw.n_jobs = 1
-            try:
-                timings["model.predict(frame) with n_jobs=1"] = per_call(
-                    lambda: raw.predict(frame), n)
-                timings["pyfunc.predict(frame) with n_jobs=1"] = per_call(
-                    lambda: pyfunc.predict(frame), n)
-                timings["whole receiver path with n_jobs=1"] = per_call(receiver_path, n)
-            finally:
-                raw.n_jobs = n_jobs
+        timings = time_steps(stack.sample_body(rows), pyfunc, cfg.floor_iterations)
         floor[f"floor_{rows}"] = timings[f"model.predict(frame), as registered (n_jobs={n_jobs})"]
         floor[f"path_{rows}"] = timings["whole receiver path (parse + pyfunc.predict + JSON)"]
         floor[f"floor_nj1_{rows}"] = timings.get("model.predict(frame) with n_jobs=1", 0.0)
@@ -86,6 +47,51 @@ def profile(stack: Stack, version: str, cfg: Config) -> tuple[str, dict[str, flo
             rows_out.append([label, str(rows), f"{seconds * 1000:.3f} ms"])
     text = table(["step (in process, mean per call)", "rows", "time"], rows_out)
     return text, floor
+
+
+def time_steps(body: bytes, pyfunc: Any, n: int) -> dict[str, float]:
+    """Mean seconds per call of each step of the request path, on one request body."""
+    import pandas as pd
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    from receiver import scoring
+
+    raw = pyfunc.get_raw_model()
+    schema = pyfunc.metadata.get_input_schema()
+    n_jobs = getattr(raw, "n_jobs", None)
+    split = json.loads(body)["dataframe_split"]
+    frame, _ = scoring.parse(body, scoring.JSON, schema)
+    out = pyfunc.predict(frame)
+
+    def receiver_path() -> None:
+        data, params = scoring.parse(body, scoring.JSON, schema)
+        scoring.predictions_json(pyfunc.predict(data, params=params))
+
+    steps = {
+        "whole receiver path (parse + pyfunc.predict + JSON)": receiver_path,
+        "json.loads(body)": lambda: json.loads(body),
+        "scoring.parse (json + MLflow infer_and_parse_data)":
+            lambda: scoring.parse(body, scoring.JSON, schema),
+        "  of which infer_and_parse_data":
+            lambda: infer_and_parse_data({"dataframe_split": split}, schema),
+        "  alternative: pd.DataFrame(data, columns=columns)":
+            lambda: pd.DataFrame(split["data"], columns=split["columns"]),
+        "pyfunc.predict(frame) (schema enforcement + predict)": lambda: pyfunc.predict(frame),
+        f"model.predict(frame), as registered (n_jobs={n_jobs})": lambda: raw.predict(frame),
+        "scoring.predictions_json": lambda: scoring.predictions_json(out),
+    }
+    timings = {label: per_call(fn, n) for label, fn in steps.items()}
+    if n_jobs not in (None, 1):
+        raw.n_jobs = 1
+        try:
+            timings["model.predict(frame) with n_jobs=1"] = per_call(
+                lambda: raw.predict(frame), n)
+            timings["pyfunc.predict(frame) with n_jobs=1"] = per_call(
+                lambda: pyfunc.predict(frame), n)
+            timings["whole receiver path with n_jobs=1"] = per_call(receiver_path, n)
+        finally:
+            raw.n_jobs = n_jobs
+    return timings
 
 
 def load_run(url: str, body_file: Any, body: bytes, concurrency: int, seconds: float,

@@ -34,8 +34,19 @@ import requests
 
 from examples import train_model
 from examples.client import CLIENT_THREADS, PredictionClient
-from examples.processes import (Process, free_port, pid_running, port_open, signals_deferred,
-                                spawn, wait_until)
+from examples.processes import (
+    Process,
+    free_port,
+    pid_running,
+    port_open,
+    promote,
+    scrape,
+    signals_deferred,
+    start_mlflow_server,
+    start_receiver,
+    wait_until,
+    wait_up,
+)
 
 MODEL_NAME = train_model.DEFAULT_MODEL_NAME
 STAGE = "Production"
@@ -106,20 +117,6 @@ def progress(label: str) -> Iterator[dict[str, str]]:
 
 
 # -- the receiver, seen from outside ----------------------------------------------------------
-
-def scrape(url: str) -> dict[str, float]:
-    """The receiver's hotswap_ samples as {'name{label="value"}': value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    samples: dict[str, float] = {}
-    text = requests.get(url + "/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.startswith("hotswap_") and not sample.name.endswith("_created"):
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                samples[sample.name + (f"{{{labels}}}" if labels else "")] = float(sample.value)
-    return samples
-
 
 def total(samples: dict[str, float], name: str) -> float:
     """The sum of `name` over all its labels."""
@@ -273,42 +270,19 @@ class Demo:
                                              | set(process.group_pids()))
 
     def start_mlflow(self, receiver_port: int) -> Process:
-        port = free_port()
-        db = f"sqlite:///{self.workdir / 'mlflow.db'}"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-               "HOTSWAP_TARGETS": f"http://127.0.0.1:{receiver_port}/webhooks/mlflow",
+        env = {"HOTSWAP_TARGETS": f"http://127.0.0.1:{receiver_port}/webhooks/mlflow",
                "HOTSWAP_WEBHOOK_SECRET": self.secret}
-        argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", db,
-                "--registry-store-uri", f"hotswap+{db}",
-                "--artifacts-destination", str(self.workdir / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        return self._start("mlflow_server", lambda: spawn(
-            "MLflow server", argv, env, self.workdir / "mlflow-server.log", port, self.workdir))
+        return self._start("mlflow_server", lambda: start_mlflow_server(
+            self.workdir, extra_env=env, wait=False))
 
     def start_receiver(self, port: int) -> Process:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "MLFLOW_TRACKING_URI": self.tracking_uri, "MODEL_NAME": MODEL_NAME,
-               "MODEL_STAGE": STAGE, "MODEL_UPDATE_INTERVAL": "60",
+        env = {"MODEL_STAGE": STAGE, "MODEL_UPDATE_INTERVAL": "60",
                "HOTSWAP_WEBHOOK_SECRET": self.secret,
                "HOTSWAP_MODEL_DIR": str(self.workdir / "receiver-models"),
                # MLflow 3 loads scikit-learn models only with this (see examples/train_model.py).
                "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
-        argv = [sys.executable, "-m", "receiver", "--host", "127.0.0.1", "--port", str(port)]
-        return self._start("receiver", lambda: spawn(
-            "receiver", argv, env, self.workdir / "receiver.log", port, self.workdir))
-
-    def wait_up(self, process: Process, path: str, timeout: float = 90.0) -> None:
-        def up_or_exited() -> bool:
-            if not process.alive():
-                return True
-            return requests.get(process.url + path, timeout=1).status_code < 500
-
-        wait_until(up_or_exited, timeout, interval=0.1,
-                   message=f"{process.name} up at {process.url}")
-        if not process.alive():
-            raise RuntimeError(f"the {process.name} exited with {process.popen.returncode}; "
-                               f"see {process.log_path}")
+        return self._start("receiver", lambda: start_receiver(
+            self.workdir, self.tracking_uri, MODEL_NAME, env=env, port=port, wait=False))
 
     def train_and_register(self, seed: int) -> train_model.Registered:
         frame, labels = train_model.make_transactions(seed=seed)
@@ -328,7 +302,7 @@ class Demo:
         return registered
 
     def promote(self, version: str) -> None:
-        train_model.promote(MODEL_NAME, version, STAGE, self.tracking_uri, archive_existing=True)
+        promote(MODEL_NAME, version, STAGE, self.tracking_uri, archive_existing=True)
 
     def run(self) -> None:
         say(f"Data and logs: {self.workdir}")
@@ -344,7 +318,7 @@ class Demo:
 
         logging.getLogger("mlflow").setLevel(logging.ERROR)
         with progress("waiting for the MLflow server") as outcome:
-            self.wait_up(mlflow_server, "/health")
+            wait_up(mlflow_server, "/health", 90.0)
             outcome["text"] = "ready"
         self._note_pids()  # its workers too
         receiver = self.start_receiver(receiver_port)
@@ -354,10 +328,10 @@ class Demo:
             "as a safety net")
 
         say()
-        say(f"[2/5] Version 1 of the fraud-detection model")
+        say("[2/5] Version 1 of the fraud-detection model")
         v1 = self.train_and_register(seed=1)
         with progress("waiting for the receiver to start") as outcome:
-            self.wait_up(receiver, "/health/live")
+            wait_up(receiver, "/health/live", 90.0)
             outcome["text"] = "up, nothing to serve yet"
         self._note_pids()
         started = time.perf_counter()
@@ -374,9 +348,9 @@ class Demo:
         say()
         say("[3/5] Version 2, promoted while a client keeps predicting")
         v2 = self.train_and_register(seed=2)
-        self.client = PredictionClient(receiver.url, train_model.sample_request(1))
-        self.client.start()
-        wait_until(lambda: self.client.counts()[0] >= 20, 30, message="background client")
+        client = self.client = PredictionClient(receiver.url, train_model.sample_request(1))
+        client.start()
+        wait_until(lambda: client.counts()[0] >= 20, 30, message="background client")
         say(f"  background client: {CLIENT_THREADS} threads predicting non-stop; so far "
             f"{self.client.describe()}")
         say(f"  promoting version {v2.version} to {STAGE}, archiving version {v1.version}:")
@@ -447,7 +421,7 @@ class Demo:
             f"{answer.headers['X-Model-Version']} in {seconds * 1000:.0f} ms")
         word = {0: "legit", 1: "FRAUD"}
         for (_, row), predicted, row_id in zip(sample.iterrows(), answer.json()["predictions"],
-                                               rows):
+                                               rows, strict=True):
             say(f"    ${row['amount']:>8,.2f} at {int(row['hour']):02d}h, "
                 f"{'new device' if row['new_device'] else 'known device'}: "
                 f"predicted {word[int(predicted)]:<5}  (actually {word[int(labels[row_id])]})")

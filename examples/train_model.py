@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -170,7 +171,7 @@ def register(trained: TrainedModel, model_name: str = DEFAULT_MODEL_NAME,
 
 
 def _pip_requirements() -> list[str]:
-    # Stated, not inferred: MLflow's inference imports the model in a subprocess (about 3 s).
+    # Stated, not inferred: MLflow's inference imports the model in a subprocess, which is slow.
     packages = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
     return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
 
@@ -197,7 +198,7 @@ def set_alias(model_name: str, alias: str, version: str, tracking_uri: str | Non
     MlflowClient(tracking_uri).set_registered_model_alias(model_name, alias, version)
 
 
-def sample_request(n: int = 1, seed: int = 12345) -> dict[str, object]:
+def sample_request(n: int = 1, seed: int = 12345) -> dict[str, Any]:
     """A `dataframe_split` scoring body with `n` fresh transactions."""
     frame, _ = make_transactions(max(n, 1), seed)
     frame = frame.head(n)

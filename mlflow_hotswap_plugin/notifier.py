@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import random
+import signal
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -47,6 +49,7 @@ RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 LANE_IDLE = 60.0  # seconds a lane's thread waits for work before it ends
+EXIT_GRACE = 5.0  # at most this long (and at most HOTSWAP_TIMEOUT) at exit for deliveries
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -171,7 +174,7 @@ class Notifier:
         self._clock = clock
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
-        self._exit_registered = False
+        self._emitted = False  # only a notifier that has emitted has anything to report
         self._reset()
         _live.add(self)
 
@@ -182,6 +185,7 @@ class Notifier:
         self._lanes: dict[_LaneKey, _Lane] = {}
         self._pending: Counter[Target] = Counter()  # deliveries queued or in flight
         self._pool = urllib3.PoolManager(num_pools=64, maxsize=2, retries=False)
+        self._closed = False
 
     # -- the registry side: never blocks ------------------------------------------------------
 
@@ -189,11 +193,7 @@ class Notifier:
         """Queue `event` for every target; returns at once, whatever the receivers do."""
         if not self.targets:
             return
-        if not self._exit_registered:
-            self._exit_registered = True
-            # A short-lived `MlflowClient(registry_uri="hotswap+...")` script would otherwise
-            # exit before its notifications leave, and a server would drop them silently.
-            atexit.register(self.close, self.settings.timeout)
+        self._emitted = True
         for target in self.targets:
             self._put(_Job(event, target, None))
 
@@ -206,7 +206,11 @@ class Notifier:
         """Give deliveries `timeout` seconds to finish, then log, per target, what is dropped.
 
         Returns {safe target URL: (queued, in flight)} for the targets that still had work.
+        Called at exit (SIGTERM, then atexit): only the first call waits and logs.
         """
+        if self._closed:
+            return {}
+        self._closed = True
         self.flush(timeout)
         with self._lock:
             in_flight = Counter(lane.key[0] for lane in self._lanes.values()
@@ -374,3 +378,44 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _close_all(grace: float) -> None:
+    """Close every notifier that has emitted, all within one `grace` period."""
+    deadline = time.monotonic() + grace
+    for notifier in list(_live):
+        if notifier._emitted:
+            left = max(0.0, deadline - time.monotonic())
+            notifier.close(min(left, notifier.settings.timeout))
+
+
+def _hook_sigterm() -> None:
+    """Log what is dropped when the process is stopped by SIGTERM, too.
+
+    atexit never runs there: uvicorn (which serves MLflow 3.x) re-raises SIGTERM with the
+    default action once it has shut down. So the handler in place when the plugin is imported
+    (uvicorn's or gunicorn's, or none) is wrapped: first give deliveries EXIT_GRACE seconds and
+    log what is left, then do what it did. Signal handlers belong to the main thread: imported
+    elsewhere, only atexit reports.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None or previous == signal.SIG_IGN:
+        return  # set outside Python, or ignored on purpose: leave it alone
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        _close_all(EXIT_GRACE)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+# A short-lived `MlflowClient(registry_uri="hotswap+...")` script would otherwise exit before its
+# notifications leave, and a server would drop them silently.
+atexit.register(_close_all, EXIT_GRACE)
+_hook_sigterm()

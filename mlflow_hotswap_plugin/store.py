@@ -5,6 +5,11 @@ MLflow itself would have built for `postgresql://...` (SqlAlchemyStore, its work
 variant, or FileStore). Being that class keeps every `isinstance` check in MLflow true, so native
 webhooks, the UI and every REST endpoint behave exactly as without the plugin. Each change listed
 in DESIGN.md calls the real method first and emits only once it has returned.
+
+A stage transition's event needs the stage the version left and, with archive_existing_versions,
+the versions MLflow archived in the same transaction (it returns only the promoted one). A SQL
+store's are heard as MLflow makes them (stage_changes.py): no query of ours, whatever the size
+of the registry. Other stores (FileStore) look them up first through the public API.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 from mlflow.store.model_registry.abstract_store import AbstractStore
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-from mlflow_hotswap_plugin import compat, events
+from mlflow_hotswap_plugin import compat, events, stage_changes
 from mlflow_hotswap_plugin.notifier import Notifier
 from mlflow_hotswap_plugin.settings import TARGETS, Settings, redact
 
@@ -94,13 +99,19 @@ class HotswapRegistryStore(AbstractStore):
 
     def transition_model_version_stage(self, name: str, version: str, stage: str,
                                        archive_existing_versions: bool) -> Any:
-        before = self._before_transition(name, version, stage, archive_existing_versions)
-        result = self._real().transition_model_version_stage(name, version, stage,
-                                                        archive_existing_versions)
+        if self.notifier.targets and isinstance(self, SqlAlchemyStore) and self._recording:
+            with stage_changes.recording() as changes:
+                result = self._real().transition_model_version_stage(
+                    name, version, stage, archive_existing_versions)
+            before = self._recorded(result, changes)
+        else:
+            before = self._before_transition(name, version, stage, archive_existing_versions)
+            result = self._real().transition_model_version_stage(name, version, stage,
+                                                                 archive_existing_versions)
         if before is None:
-            logger.warning("mlflow-hotswap: could not read the stages of %r before the "
-                           "transition; the event has no from_stage and versions it archived "
-                           "are not notified", name)
+            logger.warning("mlflow-hotswap: the stages of %r before this transition are "
+                           "unknown; the event has no from_stage and versions it archived are "
+                           "not notified", name)
         from_stage, archived = before or ("", [])
         self._emit(events.stage_transitioned(name, str(result.version), from_stage,
                                              result.current_stage))
@@ -130,6 +141,24 @@ class HotswapRegistryStore(AbstractStore):
         return result
 
     # -- helpers ------------------------------------------------------------------------------
+
+    # SQL stores: learn the stages from the changes MLflow makes (stage_changes), until a
+    # transition is seen that made none we could hear; then look them up before each one.
+    _recording = True
+
+    def _recorded(self, result: Any, changes: list[stage_changes.StageChange]
+                  ) -> tuple[str, list[tuple[str, str]]] | None:
+        promoted = str(result.version)
+        mine = [c for c in changes if c.version == promoted and c.to_stage == result.current_stage]
+        if not mine:
+            self._recording = False
+            logger.warning("mlflow-hotswap: this MLflow changed a stage without our hearing it; "
+                           "stages are looked up before each transition from now on")
+            return None
+        archived = sorted(((c.version, c.from_stage) for c in changes
+                           if c.version != promoted and c.to_stage == "Archived"),
+                          key=lambda row: int(row[0]))
+        return mine[-1].from_stage, archived
 
     def _before_transition(self, name: str, version: str, stage: str,
                            archive: bool) -> tuple[str, list[tuple[str, str]]] | None:

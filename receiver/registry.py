@@ -136,8 +136,8 @@ def _single_threaded(pyfunc: PyFuncModel) -> None:
     """Make each predict run on one thread.
 
     A scikit-learn estimator fitted with n_jobs=-1 (a RandomForest, or one inside a Pipeline)
-    starts a joblib thread pool on every predict: 12 ms per call for the 50-tree example
-    forest on 2 cores, against 2 ms of work. The server already predicts requests in
+    starts a joblib thread pool on every predict, which costs several times the work itself
+    on a small forest (bench/'s profile shows both). The server already predicts requests in
     parallel, so that pool only adds overhead and contention.
     """
     try:

@@ -32,8 +32,8 @@ class Settings:
     retry_delays: tuple[float, ...] = (5.0, 10.0, 30.0, 60.0)
     model_dir: str | None = None
     # Predictions scored at once; the rest wait their turn. Scoring is mostly Python holding
-    # the GIL, so more threads only contend: at 32 clients on 2 cores, 1 thread served 212
-    # requests/s, 2 threads 169, unlimited 139 (bench/). Raise it for models that release the GIL.
+    # the GIL, so more threads only contend (bench/ measures 1, 2 and unlimited side by side).
+    # Raise it for models that release the GIL.
     predict_threads: int = 1
 
     def __post_init__(self) -> None:

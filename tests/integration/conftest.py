@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 import requests
 
+from examples.processes import Process, start_mlflow_server, start_receiver, wait_until
 from tests.support.postgres import PostgresServer, postgres_server
-from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
-from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def plain_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def plain_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     """A real `mlflow server` with MLflow's own SQLite registry store (no plugin), so the
     receiver's tests depend on nothing but MLflow."""
     workdir = tmp_path_factory.mktemp("mlflow")
@@ -32,16 +31,16 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
 
 
-ReceiverFactory = Callable[..., ServerProcess]
+ReceiverFactory = Callable[..., Process]
 
 
 @pytest.fixture
 def receivers(tmp_path: Path) -> Iterator[ReceiverFactory]:
     """Start receivers with `receivers(tracking_uri, model_name, **env)`; all stop at the end."""
-    started: list[ServerProcess] = []
+    started: list[Process] = []
 
     def start(tracking_uri: str, model_name: str, wait_ready: bool = True,
-              **env: Any) -> ServerProcess:
+              **env: Any) -> Process:
         receiver = start_receiver(tmp_path, tracking_uri, model_name,
                                   env={k: str(v) for k, v in env.items()},
                                   log_name=f"receiver-{len(started)}.log")
@@ -56,22 +55,10 @@ def receivers(tmp_path: Path) -> Iterator[ReceiverFactory]:
         receiver.stop()
 
 
-def served_version(receiver: ServerProcess, name: str | None = None) -> str | None:
+def served_version(receiver: Process, name: str | None = None) -> str | None:
     """The version the receiver serves for `name` (its default model when None)."""
     current = requests.get(receiver.url + "/models/current", timeout=5)
     if current.status_code != 200:
         return None
     body = current.json()
     return body["version"] if name is None else body["models"][name]["version"]
-
-
-def metric(receiver: ServerProcess, name: str, labels: dict[str, str] | None = None) -> float:
-    """One sample from the receiver's /metrics, 0 when absent."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = requests.get(receiver.url + "/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and (labels or {}).items() <= sample.labels.items():
-                return float(sample.value)
-    return 0.0

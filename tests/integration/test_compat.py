@@ -17,10 +17,9 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from examples.processes import Process, free_port, start_mlflow_server, start_receiver, wait_until
 from tests.support.capture import CaptureServer, capture_server
 from tests.support.models import register_sklearn_model
-from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
-from tests.support.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.compat
 
@@ -31,8 +30,8 @@ SWAP_DEADLINE = 30.0  # seconds: a pushed reload of a small model, on a busy 2-c
 
 @dataclass
 class Stack:
-    server: ServerProcess
-    receiver: ServerProcess  # follows Production, push only
+    server: Process
+    receiver: Process  # follows Production, push only
     capture: CaptureServer
 
     @property
@@ -40,7 +39,7 @@ class Stack:
         return MlflowClient(tracking_uri=self.server.url, registry_uri=self.server.url)
 
 
-def served(receiver: ServerProcess) -> str | None:
+def served(receiver: Process) -> str | None:
     response = requests.get(receiver.url + "/models/current", timeout=5)
     return str(response.json()["version"]) if response.status_code == 200 else None
 

@@ -18,18 +18,25 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 import requests
 from mlflow import MlflowClient
-from prometheus_client.parser import text_string_to_metric_families
 
+from examples.processes import (
+    Process,
+    free_port,
+    metric,
+    promote,
+    start_mlflow_server,
+    start_receiver,
+    wait_until,
+)
 from tests.support.capture import CaptureServer, capture_server
-from tests.support.models import promote, register_sklearn_model
-from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
+from tests.support.models import register_sklearn_model
 from tests.support.registry import fake_dns_env, ui_delete_alias, ui_set_alias, ui_transition
-from tests.support.waiting import free_port, wait_until
 
 MODEL = "e2e-model"
 SECRET = "e2e-plugin-secret"
@@ -42,11 +49,11 @@ SWAP_DEADLINE = 2.0  # seconds from the registry call returning to the receiver 
 @dataclass
 class Stack:
     workdir: Path
-    server: ServerProcess
+    server: Process
     capture: CaptureServer
-    replicas: list[ServerProcess]
-    by_alias: ServerProcess  # follows the alias `champion`, notified by the plugin
-    by_native_webhook: ServerProcess  # follows `champion`, notified by MLflow's own webhook only
+    replicas: list[Process]
+    by_alias: Process  # follows the alias `champion`, notified by the plugin
+    by_native_webhook: Process  # follows `champion`, notified by MLflow's own webhook only
     replica_port: int
     dns_env: dict[str, str]
 
@@ -76,7 +83,7 @@ def receiver_env(**env: str) -> dict[str, str]:
     return {"MODEL_UPDATE_INTERVAL": "600", "HOTSWAP_WEBHOOK_SECRET": SECRET, **env}
 
 
-def start_replica(stack_dir: Path, server_url: str, host: str, port: int) -> ServerProcess:
+def start_replica(stack_dir: Path, server_url: str, host: str, port: int) -> Process:
     return start_receiver(stack_dir, server_url, MODEL, env=receiver_env(MODEL_STAGE="Production"),
                           host=host, port=port, log_name=f"replica-{host}.log")
 
@@ -97,7 +104,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         try:
             for seed in (0, 1):
                 register_sklearn_model(server.url, MODEL, seed=seed)
-            promote(server.url, MODEL, "1")
+            promote(MODEL, "1", tracking_uri=server.url, archive_existing=False)
             client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
             # Before any alias event: MLflow caches each event's webhook list for a while.
             native_port = free_port()
@@ -116,19 +123,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     start_receiver, workdir, server.url, MODEL,
                     env=receiver_env(MODEL_ALIAS="champion", HOTSWAP_WEBHOOK_SECRET=NATIVE_SECRET),
                     port=native_port, log_name="by-native-webhook.log"))
-                receivers = []
+                outcomes: list[Process | Exception] = []
                 for future in starting:  # collect every one, so all get stopped on failure
                     try:
-                        receivers.append(future.result())
+                        outcomes.append(future.result())
                     except Exception as exc:  # noqa: BLE001
-                        receivers.append(exc)
-            processes += [r for r in receivers if isinstance(r, ServerProcess)]
-            for failed in [r for r in receivers if not isinstance(r, ServerProcess)]:
+                        outcomes.append(exc)
+            receivers = [r for r in outcomes if isinstance(r, Process)]
+            processes += receivers
+            for failed in [r for r in outcomes if isinstance(r, Exception)]:
                 raise failed
             stack = Stack(workdir, server, capture, receivers[:3], receivers[3], receivers[4],
                           replica_port, dns_env)
             for receiver in receivers:
-                wait_until(lambda r=receiver: served(r) == "1", timeout=120,
+                wait_until(partial(serves, receiver, "1"), timeout=120,
                            message=f"{receiver.url} serving version 1")
             yield stack
         finally:
@@ -136,12 +144,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 process.stop()
 
 
-def served(receiver: ServerProcess) -> str | None:
+def served(receiver: Process) -> str | None:
     response = requests.get(f"{receiver.url}/models/current", timeout=5)
     return str(response.json()["version"]) if response.status_code == 200 else None
 
 
-def wait_served(receivers: list[ServerProcess], version: str,
+def serves(receiver: Process, version: str) -> bool:
+    return served(receiver) == version
+
+
+def wait_served(receivers: list[Process], version: str,
                 timeout: float = SWAP_DEADLINE) -> None:
     wait_until(lambda: all(served(r) == version for r in receivers), timeout=timeout,
                interval=0.05, message=f"{[r.url for r in receivers]} serving version {version}")
@@ -151,14 +163,8 @@ def other(version: str | None) -> str:
     return "2" if version == "1" else "1"
 
 
-def webhook_count(receiver: ServerProcess, outcome: str) -> float:
-    text = requests.get(f"{receiver.url}/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if (sample.name == "hotswap_webhook_requests_total"
-                    and sample.labels.get("outcome") == outcome):
-                return sample.value
-    return 0.0
+def webhook_count(receiver: Process, outcome: str) -> float:
+    return metric(receiver.url, "hotswap_webhook_requests_total", {"outcome": outcome})
 
 
 def test_ui_stage_transition_swaps_every_replica_within_2s(stack: Stack) -> None:

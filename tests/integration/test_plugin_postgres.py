@@ -12,12 +12,18 @@ from dataclasses import dataclass
 import pytest
 import requests
 
+from examples.processes import (
+    Process,
+    free_port,
+    promote,
+    start_mlflow_server,
+    start_receiver,
+    wait_until,
+)
 from tests.support.capture import CaptureServer, capture_server
-from tests.support.models import promote, register_sklearn_model
+from tests.support.models import register_sklearn_model
 from tests.support.postgres import PostgresServer
-from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
 from tests.support.registry import postgres_database, ui_delete_alias, ui_set_alias, ui_transition
-from tests.support.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -27,8 +33,8 @@ SECRET = "pg-secret"
 
 @dataclass
 class Stack:
-    server: ServerProcess
-    receiver: ServerProcess
+    server: Process
+    receiver: Process
     capture: CaptureServer
 
 
@@ -45,7 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
         try:
             for seed in (0, 1):
                 register_sklearn_model(server.url, MODEL, seed=seed)
-            promote(server.url, MODEL, "1")
+            promote(MODEL, "1", tracking_uri=server.url, archive_existing=False)
             receiver = start_receiver(workdir, server.url, MODEL, port=receiver_port, env={
                 "MODEL_UPDATE_INTERVAL": "600", "HOTSWAP_WEBHOOK_SECRET": SECRET})
             wait_until(lambda: served(receiver) == "1", timeout=120,
@@ -57,7 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
             server.stop()  # before the database is dropped
 
 
-def served(receiver: ServerProcess) -> str | None:
+def served(receiver: Process) -> str | None:
     response = requests.get(f"{receiver.url}/models/current", timeout=5)
     return str(response.json()["version"]) if response.status_code == 200 else None
 

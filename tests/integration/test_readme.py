@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.models import promote, register_sklearn_model
-from tests.support.processes import spawn_server
-from tests.support.waiting import free_port, wait_until
+from examples.processes import free_port, promote, spawn_server, wait_until
+from tests.support.models import register_sklearn_model
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BIN = Path(sys.executable).parent
@@ -42,7 +41,7 @@ def shell_commands(section: str, program: str) -> list[str]:
 def readme_model(plain_mlflow):
     name = "readme_model"
     version = register_sklearn_model(plain_mlflow.url, name, seed=4)
-    promote(plain_mlflow.url, name, version)
+    promote(name, version, tracking_uri=plain_mlflow.url, archive_existing=False)
     return name, version
 
 
@@ -52,7 +51,7 @@ def receiver_env(tracking_uri: str, name: str) -> dict[str, str]:
 
 
 def test_endpoint_examples_work_as_written(plain_mlflow, readme_model, tmp_path) -> None:
-    name, version = readme_model
+    name, _version = readme_model
     port = free_port()
     argv = [str(BIN / "mlflow-hotswap-receiver"), "--host", "127.0.0.1", "--port", str(port)]
     receiver = spawn_server("receiver", argv, receiver_env(plain_mlflow.url, name),

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import requests
 
-from tests.integration.conftest import metric, served_version
-from tests.support.models import (
-    promote,
-    register_broken_model,
-    register_sklearn_model,
-    sample_rows,
-)
-from tests.support.processes import start_mlflow_server
-from tests.support.waiting import wait_until
+from examples.processes import metric, promote, start_mlflow_server, wait_until
+from tests.integration.conftest import served_version
+from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
 
 
 def test_a_broken_version_keeps_the_good_one_serving_and_is_retried(plain_mlflow,
@@ -20,22 +14,22 @@ def test_a_broken_version_keeps_the_good_one_serving_and_is_retried(plain_mlflow
     name = "breakable"
     good = register_sklearn_model(plain_mlflow.url, name, seed=2)
     broken = register_broken_model(plain_mlflow.url, name)
-    promote(plain_mlflow.url, name, good, archive_existing=True)
+    promote(name, good, tracking_uri=plain_mlflow.url, archive_existing=True)
     receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600)
-    promote(plain_mlflow.url, name, broken, archive_existing=True)
+    promote(name, broken, tracking_uri=plain_mlflow.url, archive_existing=True)
 
     reply = requests.post(receiver.url + "/models/reload", timeout=60)
     assert reply.status_code == 502
     assert reply.json()["error_code"] == "RELOAD_FAILED"
     assert "deliberately broken" in reply.json()["message"]
     assert reply.json()["model_version"] == good
-    assert metric(receiver, "hotswap_model_update_errors_total") == 1
+    assert metric(receiver.url, "hotswap_model_update_errors_total") == 1
 
     answer = requests.post(receiver.url + "/invocations", json=sample_rows(), timeout=10)
     assert (answer.status_code, answer.headers["X-Model-Version"]) == (200, good)
     assert requests.get(receiver.url + "/health/ready", timeout=5).status_code == 200
     # The first retry comes 5 s after the failure, without any trigger.
-    wait_until(lambda: metric(receiver, "hotswap_model_update_errors_total") >= 2, timeout=30,
+    wait_until(lambda: metric(receiver.url, "hotswap_model_update_errors_total") >= 2, timeout=30,
                message="automatic retry")
     assert served_version(receiver) == good
     assert "Retrying the model update in 5s" in receiver.log()
@@ -52,13 +46,13 @@ def test_mlflow_down_at_startup_then_back_then_killed(tmp_path, receivers) -> No
                                  registry_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     name = "resilient"
     version = register_sklearn_model(mlflow.url, name)
-    promote(mlflow.url, name, version)
+    promote(name, version, tracking_uri=mlflow.url, archive_existing=False)
     mlflow.stop()
 
     # MLflow is down: the receiver starts anyway, alive but not ready, and says when to retry.
     receiver = receivers(mlflow.url, name, wait_ready=False, MODEL_UPDATE_INTERVAL=600)
     assert requests.get(receiver.url + "/health/live", timeout=5).status_code == 200
-    wait_until(lambda: metric(receiver, "hotswap_model_update_errors_total") >= 1, timeout=30)
+    wait_until(lambda: metric(receiver.url, "hotswap_model_update_errors_total") >= 1, timeout=30)
     for path in ("/health/ready", "/health"):
         assert requests.get(receiver.url + path, timeout=5).status_code == 503
     answer = requests.post(receiver.url + "/invocations", json=sample_rows(), timeout=10)

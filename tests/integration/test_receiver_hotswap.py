@@ -9,6 +9,7 @@ import requests
 from mlflow import MlflowClient
 
 from examples.client import PredictionClient
+from examples.processes import metric, promote, wait_until
 from mlflow_hotswap_plugin import events
 from mlflow_hotswap_plugin.signing import (
     DELIVERY_ID_HEADER,
@@ -16,9 +17,8 @@ from mlflow_hotswap_plugin.signing import (
     TIMESTAMP_HEADER,
     sign,
 )
-from tests.integration.conftest import metric, served_version
-from tests.support.models import promote, register_sklearn_model, sample_rows
-from tests.support.waiting import wait_until
+from tests.integration.conftest import served_version
+from tests.support.models import register_sklearn_model, sample_rows
 
 SECRET = "integration-secret"
 
@@ -46,7 +46,7 @@ def swap_model(plain_mlflow):
 @pytest.mark.parametrize("how", ["reload", "webhook"])
 def test_promotion_under_load_fails_no_request(plain_mlflow, receivers, swap_model, how) -> None:
     name, v1, v2 = swap_model
-    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    promote(name, v1, tracking_uri=plain_mlflow.url, archive_existing=True)
     receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600,
                          HOTSWAP_WEBHOOK_SECRET=SECRET)
     assert served_version(receiver) == v1
@@ -54,7 +54,7 @@ def test_promotion_under_load_fails_no_request(plain_mlflow, receivers, swap_mod
     client.start()
     try:
         wait_until(lambda: client.counts()[0] > 50, timeout=30, message="load running")
-        promote(plain_mlflow.url, name, v2, archive_existing=True)
+        promote(name, v2, tracking_uri=plain_mlflow.url, archive_existing=True)
         if how == "reload":
             reply = requests.post(receiver.url + "/models/reload", timeout=60)
             assert reply.json() == {**reply.json(), "status": "reloaded", "model_version": v2}
@@ -69,23 +69,24 @@ def test_promotion_under_load_fails_no_request(plain_mlflow, receivers, swap_mod
     assert set(versions) == {v1, v2}
     assert served_version(receiver) == v2
     trigger = "manual" if how == "reload" else "webhook"
-    assert metric(receiver, "hotswap_model_reloads_total", {"trigger": trigger}) == 1
-    assert metric(receiver, "hotswap_model_version", {"model": name}) == float(v2)
+    assert metric(receiver.url, "hotswap_model_reloads_total", {"trigger": trigger}) == 1
+    assert metric(receiver.url, "hotswap_model_version", {"model": name}) == float(v2)
 
 
 def test_rollback_is_served_from_the_cache(plain_mlflow, receivers, swap_model) -> None:
     name, v1, v2 = swap_model
-    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    promote(name, v1, tracking_uri=plain_mlflow.url, archive_existing=True)
     receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600)
-    promote(plain_mlflow.url, name, v2, archive_existing=True)
+    promote(name, v2, tracking_uri=plain_mlflow.url, archive_existing=True)
     assert requests.post(receiver.url + "/models/reload", timeout=60).json()["model_version"] == v2
-    misses = metric(receiver, "hotswap_model_cache_misses_total")
-    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    misses = metric(receiver.url, "hotswap_model_cache_misses_total")
+    promote(name, v1, tracking_uri=plain_mlflow.url, archive_existing=True)
     assert requests.post(receiver.url + "/models/reload", timeout=60).json()["model_version"] == v1
-    assert metric(receiver, "hotswap_model_cache_misses_total") == misses
-    assert metric(receiver, "hotswap_model_cache_hits_total") >= 1
+    assert metric(receiver.url, "hotswap_model_cache_misses_total") == misses
+    assert metric(receiver.url, "hotswap_model_cache_hits_total") >= 1
     # Reloading again with nothing changed is a no-op.
-    assert requests.post(receiver.url + "/models/reload", timeout=60).json()["status"] == "unchanged"
+    reload = requests.post(receiver.url + "/models/reload", timeout=60)
+    assert reload.json()["status"] == "unchanged"
 
 
 def test_alias_following_swaps_when_the_alias_moves(plain_mlflow, receivers, swap_model) -> None:
@@ -106,19 +107,19 @@ def test_alias_following_swaps_when_the_alias_moves(plain_mlflow, receivers, swa
 def test_poll_catches_a_promotion_without_any_notification(plain_mlflow, receivers,
                                                            swap_model) -> None:
     name, v1, v2 = swap_model
-    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    promote(name, v1, tracking_uri=plain_mlflow.url, archive_existing=True)
     receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=2)
     assert served_version(receiver) == v1
-    promote(plain_mlflow.url, name, v2, archive_existing=True)
+    promote(name, v2, tracking_uri=plain_mlflow.url, archive_existing=True)
     wait_until(lambda: served_version(receiver) == v2, timeout=30, message="poll swap")
-    assert metric(receiver, "hotswap_model_reloads_total", {"trigger": "poll"}) == 1
-    assert metric(receiver, "hotswap_webhook_requests_total") == 0
+    assert metric(receiver.url, "hotswap_model_reloads_total", {"trigger": "poll"}) == 1
+    assert metric(receiver.url, "hotswap_webhook_requests_total") == 0
 
 
 def test_forged_stale_and_replayed_notifications_change_nothing(plain_mlflow, receivers,
                                                                 swap_model) -> None:
     name, v1, v2 = swap_model
-    promote(plain_mlflow.url, name, v2, archive_existing=True)
+    promote(name, v2, tracking_uri=plain_mlflow.url, archive_existing=True)
     receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600,
                          HOTSWAP_WEBHOOK_SECRET=SECRET)
     body = events.stage_transitioned(name, v1, "Archived", "Production").to_json()
@@ -127,18 +128,18 @@ def test_forged_stale_and_replayed_notifications_change_nothing(plain_mlflow, re
     stale = signed_post(receiver.url, body, timestamp=1_600_000_000)
     assert [r.status_code for r in (unsigned, forged, stale)] == [401, 401, 401]
     assert unsigned.json()["error_code"] == "UNAUTHENTICATED"
-    assert metric(receiver, "hotswap_webhook_requests_total", {"outcome": "rejected"}) == 3
+    assert metric(receiver.url, "hotswap_webhook_requests_total", {"outcome": "rejected"}) == 3
 
     # Validly signed, but naming an old version: the registry still says v2, so v2 it stays.
     delivery = str(uuid.uuid4())
-    resolves = metric(receiver, "hotswap_registry_resolves_total")
+    resolves = metric(receiver.url, "hotswap_registry_resolves_total")
     assert signed_post(receiver.url, body, delivery_id=delivery).json()["status"] == "accepted"
     replay = signed_post(receiver.url, body, delivery_id=delivery)
     assert (replay.status_code, replay.json()["status"]) == (202, "duplicate")
-    wait_until(lambda: metric(receiver, "hotswap_registry_resolves_total") == resolves + 1,
+    wait_until(lambda: metric(receiver.url, "hotswap_registry_resolves_total") == resolves + 1,
                timeout=30, message="the accepted notification's re-resolve")
     assert served_version(receiver) == v2
-    assert metric(receiver, "hotswap_model_reloads_total", {"trigger": "webhook"}) == 0
+    assert metric(receiver.url, "hotswap_model_reloads_total", {"trigger": "webhook"}) == 0
 
     other = events.stage_transitioned("some_other_model", "1", "None", "Production").to_json()
     assert signed_post(receiver.url, other).json()["status"] == "ignored"
@@ -147,10 +148,10 @@ def test_forged_stale_and_replayed_notifications_change_nothing(plain_mlflow, re
 
 def test_several_models_are_served_side_by_side(plain_mlflow, receivers, swap_model) -> None:
     name, v1, _ = swap_model
-    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    promote(name, v1, tracking_uri=plain_mlflow.url, archive_existing=True)
     other = "sidekick"
     other_version = register_sklearn_model(plain_mlflow.url, other, seed=5)
-    promote(plain_mlflow.url, other, other_version)
+    promote(other, other_version, tracking_uri=plain_mlflow.url, archive_existing=False)
     receiver = receivers(plain_mlflow.url, f"{name},{other}", MODEL_UPDATE_INTERVAL=600)
     wait_until(lambda: served_version(receiver, other) == other_version, timeout=30)
     default = requests.post(receiver.url + "/invocations", json=sample_rows(), timeout=10)
@@ -159,17 +160,17 @@ def test_several_models_are_served_side_by_side(plain_mlflow, receivers, swap_mo
     assert (default.headers["X-Model-Name"], default.headers["X-Model-Version"]) == (name, v1)
     assert (second.headers["X-Model-Name"], second.headers["X-Model-Version"]) == (
         other, other_version)
-    assert metric(receiver, "hotswap_model_version", {"model": other}) == float(other_version)
+    assert metric(receiver.url, "hotswap_model_version", {"model": other}) == float(other_version)
 
 
 def test_log_lines_tell_the_swap_story_and_evicted_versions_are_cleaned_up(
         plain_mlflow, receivers, swap_model, tmp_path) -> None:
     name, v1, v2 = swap_model
-    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    promote(name, v1, tracking_uri=plain_mlflow.url, archive_existing=True)
     model_dir = tmp_path / "models"
     receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600, MODEL_CACHE_SIZE=1,
                          HOTSWAP_MODEL_DIR=model_dir)
-    promote(plain_mlflow.url, name, v2, archive_existing=True)
+    promote(name, v2, tracking_uri=plain_mlflow.url, archive_existing=True)
     assert requests.post(receiver.url + "/models/reload", timeout=60).json()["status"] == "reloaded"
     log = receiver.log()
     for line in (f"Loading model {name} version {v2} from MLflow", "Model loaded successfully in",

@@ -10,17 +10,17 @@ import sys
 import pytest
 import requests
 
-from tests.support.models import FEATURES, promote, register_sklearn_model, sample_rows
-from tests.support.processes import spawn_server
-from tests.support.waiting import free_port
+from examples.processes import free_port, promote, spawn_server
+from tests.support.models import FEATURES, register_sklearn_model, sample_rows
 
 ROWS = [[0.5, -1.0, 0.25, 2.0], [-0.3, 0.8, -1.5, 0.1]]
 # The request bodies MLflow's docs show for `mlflow models serve` (deployment docs, "Inference
 # server specification"), here with this model's columns.
+RECORDS = [dict(zip(FEATURES, r, strict=True)) for r in ROWS]
 DOC_BODIES = [
     ("application/json", {"dataframe_split": {"columns": FEATURES, "data": ROWS}}),
-    ("application/json", {"dataframe_records": [dict(zip(FEATURES, r)) for r in ROWS]}),
-    ("application/json", {"instances": [dict(zip(FEATURES, r)) for r in ROWS]}),
+    ("application/json", {"dataframe_records": RECORDS}),
+    ("application/json", {"instances": RECORDS}),
     ("application/json", {"inputs": {c: [r[i] for r in ROWS] for i, c in enumerate(FEATURES)}}),
     ("text/csv", ",".join(FEATURES) + "\n" + "\n".join(",".join(map(str, r)) for r in ROWS)),
 ]
@@ -29,12 +29,11 @@ DOC_BODIES = [
 @pytest.fixture(scope="module")
 def served(plain_mlflow, tmp_path_factory):
     """One receiver serving `inputs` v1 with an admin token, shared by this module's tests."""
-    from tests.support.processes import start_receiver
-    from tests.support.waiting import wait_until
+    from examples.processes import start_receiver, wait_until
 
     name = "inputs"
     version = register_sklearn_model(plain_mlflow.url, name, seed=3)
-    promote(plain_mlflow.url, name, version)
+    promote(name, version, tracking_uri=plain_mlflow.url, archive_existing=False)
     receiver = start_receiver(tmp_path_factory.mktemp("receiver"), plain_mlflow.url, name,
                               env={"HOTSWAP_ADMIN_TOKEN": "admin-token",
                                    "MODEL_UPDATE_INTERVAL": "600"})

@@ -10,16 +10,16 @@ from mlflow import MlflowClient
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from mlflow.version import VERSION
 
+from examples.processes import Process, promote
 from tests.integration.conftest import ReceiverFactory
-from tests.support.models import FEATURES, promote, register_sklearn_model, training_frame
-from tests.support.processes import ServerProcess
+from tests.support.models import FEATURES, register_sklearn_model, training_frame
 
 pytestmark = pytest.mark.compat
 
 MODEL = "scoring-client-model"
 
 
-def test_scoring_server_client_drives_the_receiver(plain_mlflow: ServerProcess,
+def test_scoring_server_client_drives_the_receiver(plain_mlflow: Process,
                                                    receivers: ReceiverFactory) -> None:
     version = register_sklearn_model(plain_mlflow.url, MODEL, seed=3)
     # Nothing in Production yet: not ready, as `mlflow models serve` is not before its model.
@@ -33,7 +33,7 @@ def test_scoring_server_client_drives_the_receiver(plain_mlflow: ServerProcess,
     with pytest.raises(Exception, match="ping failed"):
         client.ping()
 
-    promote(plain_mlflow.url, MODEL, version)
+    promote(MODEL, version, tracking_uri=plain_mlflow.url, archive_existing=False)
     client.wait_server_ready(timeout=60, scoring_server_proc=receiver.popen)
 
     assert client.get_version() == VERSION

@@ -14,17 +14,22 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from examples.train_model import (FEATURES, make_transactions, promote, register, sample_request,
-                                  train)
-from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
-from tests.support.waiting import wait_until
+from examples.processes import Process, start_mlflow_server, start_receiver, wait_until
+from examples.train_model import (
+    FEATURES,
+    make_transactions,
+    promote,
+    register,
+    sample_request,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "train_model.py"
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     workdir = tmp_path_factory.mktemp("mlflow")
     # Through the plugin with no targets: a pass-through.
     server = start_mlflow_server(workdir)
@@ -40,7 +45,7 @@ def run_script(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 def test_cli_registers_promotes_sets_alias_and_the_model_predicts(
-        mlflow_server: ServerProcess) -> None:
+        mlflow_server: Process) -> None:
     name = "fraud_cli"
     out = run_script("--tracking-uri", mlflow_server.url, "--model-name", name,
                      "--promote", "--alias", "champion", "--n-estimators", "10")
@@ -66,7 +71,7 @@ def test_cli_registers_promotes_sets_alias_and_the_model_predicts(
 
 
 def test_cli_reads_tracking_uri_from_environment_and_promotes_to_another_stage(
-        mlflow_server: ServerProcess) -> None:
+        mlflow_server: Process) -> None:
     name = "fraud_env"
     out = run_script("--model-name", name, "--stage", "Staging", "--n-estimators", "5",
                      env={"MLFLOW_TRACKING_URI": mlflow_server.url})
@@ -76,7 +81,7 @@ def test_cli_reads_tracking_uri_from_environment_and_promotes_to_another_stage(
 
 
 def test_a_second_seed_gives_a_different_model_and_promotion_archives_the_first(
-        mlflow_server: ServerProcess) -> None:
+        mlflow_server: Process) -> None:
     name = "fraud_lib"
     versions = []
     for seed in (1, 2):
@@ -102,7 +107,7 @@ def test_a_second_seed_gives_a_different_model_and_promotion_archives_the_first(
 
 
 def test_the_receiver_serves_the_example_model_to_json_clients(
-        mlflow_server: ServerProcess, tmp_path: Path) -> None:
+        mlflow_server: Process, tmp_path: Path) -> None:
     name = "fraud_served"
     frame, labels = make_transactions(5_000, seed=1)
     version = register(train(frame, labels, n_estimators=10), name, mlflow_server.url).version
@@ -113,7 +118,7 @@ def test_the_receiver_serves_the_example_model_to_json_clients(
                    timeout=60, message="receiver ready")
         split = requests.post(f"{receiver.url}/invocations", json=sample_request(5), timeout=10)
         # Whole numbers, as a person types them with curl, fit the float64 signature.
-        record = {feature: 1 for feature in FEATURES}
+        record = dict.fromkeys(FEATURES, 1)
         records = requests.post(f"{receiver.url}/invocations",
                                 json={"dataframe_records": [record]}, timeout=10)
     finally:

@@ -21,9 +21,15 @@ import requests
 from mlflow import MlflowClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support.models import promote, register_sklearn_model
-from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
-from tests.support.waiting import free_port, wait_until
+from examples.processes import (
+    Process,
+    free_port,
+    promote,
+    start_mlflow_server,
+    start_receiver,
+    wait_until,
+)
+from tests.support.models import register_sklearn_model
 
 pytestmark = pytest.mark.compat
 
@@ -39,12 +45,12 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "tests-artifacts" / "ui"
 
 @dataclass
 class Stack:
-    server: ServerProcess
-    by_stage: ServerProcess  # follows Production
-    by_alias: ServerProcess  # follows @champion
+    server: Process
+    by_stage: Process  # follows Production
+    by_alias: Process  # follows @champion
 
 
-def served(receiver: ServerProcess) -> str | None:
+def served(receiver: Process) -> str | None:
     response = requests.get(receiver.url + "/models/current", timeout=5)
     return str(response.json()["version"]) if response.status_code == 200 else None
 
@@ -60,7 +66,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         for seed in (0, 1):
             register_sklearn_model(server.url, MODEL, seed=seed)
-        promote(server.url, MODEL, "1")
+        promote(MODEL, "1", tracking_uri=server.url, archive_existing=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             MlflowClient(server.url).set_registered_model_alias(MODEL, ALIAS, "1")

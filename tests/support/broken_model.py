@@ -1,9 +1,10 @@
 """A pyfunc model (MLflow "models from code") whose load always fails: a broken version."""
 
 import mlflow
+from mlflow.pyfunc import PythonModel
 
 
-class BrokenOnLoad(mlflow.pyfunc.PythonModel):
+class BrokenOnLoad(PythonModel):
     def load_context(self, context):
         raise RuntimeError("this model version is deliberately broken")
 

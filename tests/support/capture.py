@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from examples.processes import wait_until
 from mlflow_hotswap_plugin import signing
-from tests.support.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Delivery:
 
     @property
     def payload(self) -> dict[str, Any]:
-        return json.loads(self.body)  # type: ignore[no-any-return]
+        return json.loads(self.body)
 
     @property
     def event(self) -> str:
@@ -37,7 +37,7 @@ class Delivery:
 
     @property
     def data(self) -> dict[str, Any]:
-        return self.payload["data"]  # type: ignore[no-any-return]
+        return self.payload["data"]
 
 
 class CaptureServer:
@@ -50,7 +50,7 @@ class CaptureServer:
         capture = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
                 status = capture._record(self.path, dict(self.headers.items()), body)
@@ -58,7 +58,7 @@ class CaptureServer:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer((host, port), Handler)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import inspect
 import warnings
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
@@ -33,7 +33,8 @@ def training_frame(seed: int, rows: int = 200) -> tuple[pd.DataFrame, np.ndarray
 
 
 def register_sklearn_model(tracking_uri: str, name: str, seed: int = 0) -> str:
-    """Log a LogisticRegression with signature and input example; register it; return its version."""
+    """Log a LogisticRegression with signature and input example; register it; return the
+    version."""
     frame, labels = training_frame(seed)
     model = LogisticRegression(C=1.0 + seed).fit(frame, labels)
     example = frame.head(3)
@@ -60,15 +61,7 @@ def register_broken_model(tracking_uri: str, name: str) -> str:
     return str(info.registered_model_version)
 
 
-def promote(tracking_uri: str, name: str, version: str, stage: str = "Production",
-            archive_existing: bool = False) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        MlflowClient(tracking_uri).transition_model_version_stage(
-            name, version, stage, archive_existing_versions=archive_existing)
-
-
-def sample_rows(n: int = 2, seed: int = 99) -> dict[str, object]:
+def sample_rows(n: int = 2, seed: int = 99) -> dict[str, Any]:
     """A `dataframe_split` body for the test models."""
     frame, _ = training_frame(seed, rows=n)
     return {"dataframe_split": {"columns": FEATURES, "data": frame.to_numpy().tolist()}}

@@ -29,7 +29,7 @@ def _post(url: str, path: str, body: dict[str, Any], method: str = "POST") -> di
     response = requests.request(method, f"{url}/ajax-api/2.0/mlflow/{path}", json=body, timeout=30)
     if response.status_code != 200:
         raise AssertionError(f"{method} {path} {body} -> {response.status_code} {response.text}")
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def ui_transition(url: str, name: str, version: str, stage: str,

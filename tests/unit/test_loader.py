@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from examples.processes import wait_until
 from receiver.loader import FastModelLoader
 from receiver.metrics import Metrics
-from tests.support.waiting import wait_until
 
 
 class CountingLoader:
@@ -49,7 +49,8 @@ def test_fifty_concurrent_misses_load_once_and_all_get_the_same_model() -> None:
 
 def test_hits_and_misses_are_counted() -> None:
     metrics = Metrics()
-    loader = FastModelLoader(lambda key: object(), maxsize=5, metrics=metrics)
+    loader: FastModelLoader[str, object] = FastModelLoader(lambda key: object(), maxsize=5,
+                                                           metrics=metrics)
     loader.get("a")
     loader.get("a")
     loader.get("b")
@@ -76,7 +77,8 @@ def test_failed_load_is_not_cached_and_reaches_every_waiter() -> None:
 
 def test_least_recently_used_is_evicted_and_reported_while_holders_keep_it() -> None:
     evicted: list[str] = []
-    loader = FastModelLoader(lambda key: {"key": key}, maxsize=2, metrics=Metrics(),
+    loader: FastModelLoader[str, dict[str, str]] = FastModelLoader(
+        lambda key: {"key": key}, maxsize=2, metrics=Metrics(),
                              on_evict=lambda key, value: evicted.append(key))
     held = loader.get("v1")
     loader.get("v2")

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -12,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from examples.processes import free_port, wait_until
 from mlflow_hotswap_plugin import events, signing
 from mlflow_hotswap_plugin.notifier import Notifier, Outcome, Resolver, Target, resolve
 from mlflow_hotswap_plugin.settings import Settings
-from tests.support.capture import capture_server, capture_servers_on_one_port
+from tests.support.capture import Delivery, capture_server, capture_servers_on_one_port
 from tests.support.hung import hung_server
-from tests.support.waiting import free_port, wait_until
 
 SECRET = "unit-secret"
 
@@ -219,6 +222,10 @@ def test_target_parsing_keeps_what_the_request_needs() -> None:
 
 # -- isolation: a hung receiver or a slow name never delays the others -------------------------
 
+def of_version(version: str) -> Callable[[Delivery], bool]:
+    return lambda delivery: delivery.data["version"] == version
+
+
 def test_hung_targets_never_delay_a_healthy_one() -> None:
     # More hung targets than the old shared pool had workers (4), each retried with a timeout.
     with capture_server(secret=SECRET) as healthy, hung_servers(5) as hung:
@@ -227,7 +234,7 @@ def test_hung_targets_never_delay_a_healthy_one() -> None:
             note.emit(events.alias_created("iris", "champion", str(index)))
             # Each event reaches the healthy target while every hung one still holds its first.
             healthy.wait_for("model_version_alias.created",
-                             where=lambda d, i=str(index): d.data["version"] == i, timeout=5)
+                             where=of_version(str(index)), timeout=5)
         pending = note.pending()
         assert healthy.url not in pending
         assert all(pending[url] == 3 for url in hung)
@@ -388,3 +395,31 @@ def test_reprs_show_no_credentials() -> None:
 def hung_servers(count: int) -> Iterator[list[str]]:
     with ExitStack() as stack:
         yield [stack.enter_context(hung_server()) for _ in range(count)]
+
+
+EXITING_SCRIPT = """
+import os, signal, sys, time
+from mlflow_hotswap_plugin import events
+from mlflow_hotswap_plugin.notifier import Notifier
+from mlflow_hotswap_plugin.settings import Settings
+note = Notifier(Settings(targets=(sys.argv[1],), timeout=1.0))  # waited for at exit
+note.emit(events.model_deleted("iris"))
+note.emit(events.model_deleted("iris"))
+deadline = time.monotonic() + 10
+while note.pending().get(sys.argv[1]) != 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
+if sys.argv[2] == "sigterm":
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # never reached: SIGTERM still ends the process
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "sigterm"])
+def test_a_process_that_ends_says_what_it_dropped(how: str) -> None:
+    with hung_server() as hung:
+        done = subprocess.run([sys.executable, "-c", EXITING_SCRIPT, hung, how],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == (-signal.SIGTERM if how == "sigterm" else 0), done.stderr
+    assert (f"exiting with 2 notification(s) for {hung} not delivered (1 queued, 1 in flight)"
+            in done.stderr)
+    assert done.stderr.count("exiting with") == 1

@@ -4,14 +4,16 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.file_store import FileStore
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from sqlalchemy import event
 
-from mlflow_hotswap_plugin import compat
+from mlflow_hotswap_plugin import compat, stage_changes
 from mlflow_hotswap_plugin.events import Event
 from mlflow_hotswap_plugin.notifier import Notifier
 from mlflow_hotswap_plugin.settings import ConfigError, Settings
@@ -54,7 +56,7 @@ def new_model(store: HotswapRegistryStore, name: str, versions: int) -> None:
 
 
 def transition(store: HotswapRegistryStore, name: str, version: str, stage: str,
-               archive: bool = False) -> object:
+               archive: bool = False) -> ModelVersion:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return store.transition_model_version_stage(name, version, stage, archive)
@@ -183,14 +185,14 @@ def test_mlflow_finds_the_plugin_for_each_scheme(scheme: str) -> None:
 # -- the look-up before a transition: one query, whatever the number of versions ---------------
 
 @contextmanager
-def count_selects(store: HotswapRegistryStore) -> Iterator[list[str]]:
+def count_selects(store: Any) -> Iterator[list[str]]:
     statements: list[str] = []
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
             statements.append(statement)
 
-    engine = store.engine  # type: ignore[attr-defined]
+    engine = store.engine
     event.listen(engine, "before_cursor_execute", record)
     try:
         yield statements
@@ -198,26 +200,21 @@ def count_selects(store: HotswapRegistryStore) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
-@pytest.mark.parametrize("versions", [3, 3000])
-def test_the_look_up_is_one_query_on_the_model_whatever_its_size(
-        store: HotswapRegistryStore, notes: RecordingNotifier, versions: int,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("versions", [5, 3000])
+def test_a_transition_costs_no_query_beyond_mlflows_own_whatever_the_models_size(
+        store: HotswapRegistryStore, notes: RecordingNotifier, versions: int) -> None:
     name = f"sized-{versions}"
     bulk_versions(store, name, versions)
     transition(store, name, "1", "Production")
     transition(store, name, "2", "Production")
+    transition(store, name, "5", "Staging")
     notes.taken()
-
-    def no_listing(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the plugin listed the model's versions")
-
-    monkeypatch.setattr(store, "search_model_versions", no_listing)
-    monkeypatch.setattr(store, "get_model_version", no_listing)
-    with count_selects(store) as selects:
-        store._before_transition(name, "3", "Production", True)
-    [query] = selects
-    assert "model_versions.name = " in query and "current_stage" in query
-    transition(store, name, "3", "Production", archive=True)
+    plain: Any = SqlAlchemyStore(store.db_uri)  # type: ignore[attr-defined]
+    with count_selects(store) as through_plugin:
+        transition(store, name, "3", "Production", archive=True)
+    with count_selects(plain) as through_mlflow:
+        transition(plain, name, "4", "Production", archive=True)
+    assert len(through_plugin) == len(through_mlflow)
     assert notes.taken() == [
         ("model_version.stage_transitioned",
          {"name": name, "version": "3", "from_stage": "None", "to_stage": "Production"}),
@@ -226,6 +223,54 @@ def test_the_look_up_is_one_query_on_the_model_whatever_its_size(
         ("model_version.stage_transitioned",
          {"name": name, "version": "2", "from_stage": "Production", "to_stage": "Archived"}),
     ]
+
+
+@pytest.mark.parametrize("versions", [3, 3000])
+def test_the_fallback_look_up_is_one_query_on_the_model(
+        store: HotswapRegistryStore, notes: RecordingNotifier, versions: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"looked-up-{versions}"
+    bulk_versions(store, name, versions)
+    transition(store, name, "1", "Production")
+    transition(store, name, "2", "Production")
+    notes.taken()
+
+    def no_listing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the plugin listed the model's versions")
+
+    monkeypatch.setattr(store, "_recording", False)
+    monkeypatch.setattr(store, "search_model_versions", no_listing)
+    with count_selects(store) as selects:
+        looked_up = store._before_transition(name, "3", "Production", True)
+    [query] = selects
+    assert "model_versions.name = " in query and "current_stage" in query
+    assert looked_up == ("None", [("1", "Production"), ("2", "Production")])
+
+
+def test_a_store_that_changes_stages_unheard_falls_back_to_looking_up(
+        store: HotswapRegistryStore, notes: RecordingNotifier, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    new_model(store, "unheard", 3)
+    transition(store, "unheard", "1", "Staging")
+    notes.taken()
+
+    @contextmanager
+    def deaf() -> Iterator[list[object]]:
+        yield []  # as if a future MLflow moved stages with a bulk UPDATE
+
+    monkeypatch.setattr(stage_changes, "recording", deaf)
+    monkeypatch.setattr(store, "_recording", True)
+    transition(store, "unheard", "2", "Staging", archive=True)
+    assert "changed a stage without our hearing it" in caplog.text
+    assert notes.taken() == [("model_version.stage_transitioned",
+                              {"name": "unheard", "version": "2", "from_stage": "",
+                               "to_stage": "Staging"})]
+    transition(store, "unheard", "3", "Staging", archive=True)
+    assert notes.taken() == [
+        ("model_version.stage_transitioned",
+         {"name": "unheard", "version": "3", "from_stage": "None", "to_stage": "Staging"}),
+        ("model_version.stage_transitioned",
+         {"name": "unheard", "version": "2", "from_stage": "Staging", "to_stage": "Archived"})]
 
 
 def test_another_models_versions_in_the_stage_are_not_archived_events(
@@ -259,12 +304,13 @@ def test_a_failed_look_up_before_a_transition_that_succeeds_is_logged(
     def broken(*args: object) -> dict[str, str]:
         raise RuntimeError("database hiccup")
 
+    monkeypatch.setattr(store, "_recording", False)
     monkeypatch.setattr(store, "_sql_stages", broken)
     transition(store, "lookup", "1", "Staging", archive=True)
     assert notes.taken() == [("model_version.stage_transitioned",
                               {"name": "lookup", "version": "1", "from_stage": "",
                                "to_stage": "Staging"})]
-    assert "could not read the stages of 'lookup' before the transition" in caplog.text
+    assert "the stages of 'lookup' before this transition are unknown" in caplog.text
 
 
 def test_file_store_archives_are_notified_too(tmp_path: Path,

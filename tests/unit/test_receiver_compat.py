@@ -12,12 +12,14 @@ from receiver import compat
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     recorded: list[tuple[str, Any]] = []
-    monkeypatch.setattr(compat, "download_artifacts",
-                        lambda **kwargs: recorded.append(("download", kwargs)) or "/local/model")
-    monkeypatch.setattr(compat.mlflow, "set_tracking_uri",
-                        lambda uri: recorded.append(("tracking", uri)))
-    monkeypatch.setattr(compat.mlflow, "set_registry_uri",
-                        lambda uri: recorded.append(("registry", uri)))
+
+    def download(**kwargs: Any) -> str:
+        recorded.append(("download", kwargs))
+        return "/local/model"
+
+    monkeypatch.setattr(compat, "download_artifacts", download)
+    monkeypatch.setattr("mlflow.set_tracking_uri", lambda uri: recorded.append(("tracking", uri)))
+    monkeypatch.setattr("mlflow.set_registry_uri", lambda uri: recorded.append(("registry", uri)))
     return recorded
 
 

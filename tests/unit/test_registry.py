@@ -6,6 +6,8 @@ from pathlib import Path
 
 import mlflow.pyfunc
 import mlflow.sklearn
+import numpy as np
+from mlflow.pyfunc import PyFuncModel
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -15,7 +17,7 @@ from receiver.registry import _single_threaded
 from tests.support.models import training_frame
 
 
-def saved(model: object, path: Path) -> mlflow.pyfunc.PyFuncModel:
+def saved(model: object, path: Path) -> PyFuncModel:
     mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle")
     return mlflow.pyfunc.load_model(str(path))
 
@@ -28,7 +30,7 @@ def test_a_parallel_forest_predicts_on_one_thread_with_the_same_answers(tmp_path
     before = pyfunc.predict(frame)
     _single_threaded(pyfunc)
     assert pyfunc.get_raw_model().get_params()["randomforestclassifier__n_jobs"] == 1
-    assert (pyfunc.predict(frame) == before).all()
+    assert (np.asarray(pyfunc.predict(frame)) == np.asarray(before)).all()
 
 
 def test_a_model_not_asking_for_parallelism_is_left_alone(tmp_path: Path) -> None:

@@ -74,6 +74,11 @@ def make(registry: FakeRegistry, clock: FakeClock | None = None,
     return updater, metrics
 
 
+def served_version(updater: ModelUpdater) -> str | None:
+    model = updater.served("m")
+    return model.version if model else None
+
+
 @contextlib.asynccontextmanager
 async def running(updater: ModelUpdater) -> AsyncIterator[None]:
     """The updater started, its startup refresh done; stopped however the block ends."""
@@ -95,11 +100,11 @@ def test_startup_loads_then_a_trigger_swaps_and_counts() -> None:
 
     async def scenario() -> None:
         async with running(updater):
-            assert updater.served("m").version == "1"
+            assert served_version(updater) == "1"
             registry.pointer = "2"
             result = await updater.trigger("webhook")
             assert result.status == {"m": RELOADED}
-            assert updater.served("m").version == "2"
+            assert served_version(updater) == "2"
             result = await updater.trigger("manual")
             assert result.status == {"m": UNCHANGED}
 
@@ -159,16 +164,16 @@ def test_a_broken_version_keeps_the_current_model_and_is_retried() -> None:
             registry.pointer, registry.broken = "3", {"3"}
             result = await updater.trigger("webhook")
             assert result.status == {"m": FAILED} and "broken" in result.errors["m"]
-            assert updater.served("m").version == "1"
+            assert served_version(updater) == "1"
             # The retry happens on its own, well before the 600 s poll.
             while registry.loads.count("3") < 2:
                 await asyncio.sleep(0.01)
             registry.broken.clear()
-            while updater.served("m").version != "3":
+            while served_version(updater) != "3":
                 await asyncio.sleep(0.01)
 
     run(scenario())
-    assert metrics.registry.get_sample_value("hotswap_model_update_errors_total") >= 2
+    assert (metrics.registry.get_sample_value("hotswap_model_update_errors_total") or 0) >= 2
 
 
 def test_mlflow_unreachable_keeps_serving_and_reports_the_error() -> None:
@@ -180,7 +185,7 @@ def test_mlflow_unreachable_keeps_serving_and_reports_the_error() -> None:
             registry.unreachable = True
             result = await updater.trigger("poll")
             assert result.status == {"m": FAILED}
-            assert updater.served("m").version == "1"
+            assert served_version(updater) == "1"
             assert "MLflow is down" in (updater.last_error or "")
 
     run(scenario())
@@ -195,7 +200,7 @@ def test_nothing_at_the_stage_keeps_the_current_model() -> None:
             registry.pointer = None
             result = await updater.trigger("manual")
             assert result.status == {"m": ABSENT}
-            assert updater.served("m").version == "1"
+            assert served_version(updater) == "1"
 
     run(scenario())
 
@@ -209,7 +214,7 @@ def test_rollback_is_a_cache_hit_and_evicted_versions_are_released() -> None:
             for version in ["1", "2", "1", "3"]:
                 registry.pointer = version
                 await updater.trigger("manual")
-                assert updater.served("m").version == version
+                assert served_version(updater) == version
 
     run(scenario())
     assert registry.loads == ["1", "2", "3"]  # going back to 1 loaded nothing
