@@ -17,6 +17,10 @@ from sklearn.linear_model import LogisticRegression
 ARTIFACT = ({"name": "model"} if "name" in inspect.signature(mlflow.sklearn.log_model).parameters
             else {"artifact_path": "model"})
 
+# Every server has the Default experiment; naming it keeps an experiment that another test set
+# as active (examples/train_model.py does, in-process) from leaking into this server.
+DEFAULT_EXPERIMENT = "0"
+
 N_FEATURES = 4
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
 
@@ -38,7 +42,7 @@ def register_sklearn_model(tracking_uri: str, name: str, seed: int = 0) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=DEFAULT_EXPERIMENT):
             info = mlflow.sklearn.log_model(model, **ARTIFACT, signature=signature,
                                             input_example=example,
                                             registered_model_name=name)
@@ -76,7 +80,7 @@ def register_gated_model(tracking_uri: str, name: str, factor: float) -> str:
     code = Path(__file__).with_name("gated_model.py")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=DEFAULT_EXPERIMENT):
             info = mlflow.pyfunc.log_model(**ARTIFACT, python_model=str(code),
                                            model_config={"factor": factor},
                                            signature=signature, registered_model_name=name)
