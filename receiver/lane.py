@@ -21,6 +21,10 @@ class ScoringLane:
         self._limiter = limiter
         self._metrics = metrics
 
+    def busy(self) -> bool:
+        """Whether a request admitted now would wait: every prediction thread is taken."""
+        return self._limiter.borrowed_tokens >= self._limiter.total_tokens
+
     async def score(self, model: LoadedModel, body: bytes, mime: str) -> bytes:
         """The predictions of `model` for one request body, as JSON bytes.
 

@@ -7,7 +7,9 @@ import time
 from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
 from receiver.registry import Registry
+from receiver.rollout import Router
 from receiver.settings import Settings
+from receiver.shadow import ShadowScorer
 from receiver.threads import Limiters
 from receiver.updater import ModelUpdater
 from receiver.webhooks import WebhookVerifier
@@ -22,5 +24,7 @@ class Service:
         self.updater = ModelUpdater(settings, registry or Registry(settings), self.metrics,
                                     self.limiters.model_work)
         self.lane = ScoringLane(self.limiters.predictions, self.metrics)
+        self.router = Router(settings.canary, settings.shadow)
+        self.shadow = ShadowScorer(self.lane, self.metrics)
         self.verifier = WebhookVerifier(settings.webhook_secret, settings.webhook_max_age)
         self.started_at = time.monotonic()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from receiver.references import Reference, Share, parse_references, parse_share
+
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 
 class SettingsError(ValueError):
@@ -35,6 +38,10 @@ class Settings:
     # the GIL, so more threads only contend: at 32 clients on 2 cores, 1 thread served 212
     # requests/s, 2 threads 169, unlimited 139 (bench/). Raise it for models that release the GIL.
     predict_threads: int = 1
+    # Staged rollout (issue 11): references loaded ahead, and who takes a share of the traffic.
+    prewarm: tuple[Reference, ...] = ()
+    canary: Share | None = None
+    shadow: Share | None = None
 
     def __post_init__(self) -> None:
         if not self.model_names:
@@ -48,6 +55,33 @@ class Settings:
             raise SettingsError(
                 f"MODEL_UPDATE_INTERVAL must be a positive number of seconds, "
                 f"got {self.update_interval}.")
+        for variable, share in (("MODEL_CANARY", self.canary), ("MODEL_SHADOW", self.shadow)):
+            if share is not None and share.reference == self.followed:
+                raise SettingsError(
+                    f"{variable}={share} names the followed reference itself "
+                    f"({self.reference}): it would never differ from the served version.")
+        # Each served name holds its version and one per rollout reference in the cache; fewer
+        # slots and every refresh would evict what the next one loads again.
+        needed = len(self.model_names) * (1 + len(self.rollout_references))
+        if self.rollout_references and self.cache_size < needed:
+            raise SettingsError(
+                f"MODEL_CACHE_SIZE={self.cache_size} cannot hold the served version and the "
+                f"{len(self.rollout_references)} rollout reference(s) "
+                f"({', '.join(map(str, self.rollout_references))}) of "
+                f"{len(self.model_names)} model(s); set it to at least {needed}.")
+
+    @property
+    def followed(self) -> Reference:
+        return Reference("alias", self.alias) if self.alias else Reference("stage", self.stage)
+
+    @property
+    def rollout_references(self) -> tuple[Reference, ...]:
+        """Every reference loaded besides the followed one: pre-warmed, canary, shadow."""
+        found = list(self.prewarm)
+        for share in (self.canary, self.shadow):
+            if share is not None and share.reference not in found:
+                found.append(share.reference)
+        return tuple(ref for ref in found if ref != self.followed)
 
     @property
     def default_model(self) -> str:
@@ -75,6 +109,9 @@ class Settings:
             max_body_bytes=_number(env, "HOTSWAP_MAX_BODY_BYTES", 10 * 1024 * 1024, int),
             model_dir=env.get("HOTSWAP_MODEL_DIR") or None,
             predict_threads=_number(env, "HOTSWAP_PREDICT_THREADS", 1, int),
+            prewarm=_parsed(env, "MODEL_PREWARM", parse_references) or (),
+            canary=_parsed(env, "MODEL_CANARY", parse_share),
+            shadow=_parsed(env, "MODEL_SHADOW", lambda text: parse_share(text, 100.0)),
         )
 
 
@@ -83,6 +120,16 @@ def _required(env: Mapping[str, str], key: str) -> str:
     if not value:
         raise SettingsError(f"{key} is missing, and has no default.")
     return value
+
+
+def _parsed(env: Mapping[str, str], key: str, parse: Callable[[str], T]) -> T | None:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return None
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{key}={raw!r}: {exc}") from None
 
 
 def _number(env: Mapping[str, str], key: str, default: N, kind: type[N]) -> N:
