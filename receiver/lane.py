@@ -22,8 +22,9 @@ class ScoringLane:
         self._metrics = metrics
 
     def busy(self) -> bool:
-        """Whether a request admitted now would wait: every prediction thread is taken."""
-        return self._limiter.borrowed_tokens >= self._limiter.total_tokens
+        """Whether requests are queued for a prediction thread (not merely all threads busy:
+        one request in flight is the normal state of a one-thread lane)."""
+        return self._limiter.statistics().tasks_waiting > 0
 
     async def score(self, model: LoadedModel, body: bytes, mime: str) -> bytes:
         """The predictions of `model` for one request body, as JSON bytes.
