@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from receiver import scoring
 from receiver.errors import ApiError
-from receiver.references import Share
+from receiver.references import Reference, Share
 from receiver.registry import LoadedModel
 from receiver.rollout import Role, Route
 from receiver.service import Service
@@ -67,7 +67,7 @@ def _describe_rollout(service: Service, name: str, primary: LoadedModel | None
     if not settings.rollout_references:
         return {}
 
-    def held(reference: Any) -> dict[str, Any]:
+    def held(reference: Reference) -> dict[str, Any]:
         model = service.updater.held(name, reference)
         return {"reference": str(reference), "version": model.version if model else None,
                 "loaded_at": model.loaded_at if model else None}
