@@ -74,7 +74,7 @@ def prewarmed_promotions(stack: Stack, cfg: Config, result: PartResult,
 
 
 def shadow_cost(stack: Stack, cfg: Config, result: PartResult) -> None:
-    """Primary latency at 8 and 32 clients, with and without a 100 % shadow."""
+    """Primary latency at 1, 8 and 32 clients, with and without a 100 % shadow."""
     production, staging = stack.versions[0], stack.versions[1]
     stack.promote(production, "Production")
     stack.promote(staging, "Staging")
@@ -91,7 +91,9 @@ def shadow_cost(stack: Stack, cfg: Config, result: PartResult) -> None:
         body_file, body = stack.body_file(1), stack.sample_body(1)
         for url in (plain, shadowed):  # warm both
             load_run(url + "/invocations", body_file, body, 2, 1.0, use_wrk)
-        levels = (8, 32) if not cfg.smoke else cfg.concurrencies
+        # 1 client: never a queue, so every shadow runs and its whole cost shows; 8 and 32:
+        # closed-loop clients keep a queue, so shadows are mostly shed.
+        levels = (1, 8, 32) if not cfg.smoke else (1, *cfg.concurrencies)
         labels = {"model": "fraud_detection_model", "version": staging}
         rows = []
         for cell, clients in enumerate(levels):
