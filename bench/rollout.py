@@ -41,6 +41,9 @@ def prewarmed_promotions(stack: Stack, cfg: Config, result: PartResult,
                          rows: list[list[str]]) -> None:
     from bench.promotion import next_version, wait_for_version
 
+    # The poll rows move versions through Staging, the Production one included: start from a
+    # known Production version.
+    stack.promote(stack.versions[0], "Production")
     stack.stop_receiver("stage")
     stack.start_receivers({"stage": {"MODEL_STAGE": "Production", "MODEL_PREWARM": "Staging"}})
     url = stack.receivers["stage"].url
