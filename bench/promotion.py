@@ -11,6 +11,7 @@ import http.client
 import random
 import time
 
+from bench import rollout
 from bench.config import Config
 from bench.load import check_loopback, post_once
 from bench.result import PartResult, table
@@ -107,8 +108,11 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     result.add("poll only, default 60 s (expected)",
                f"p50 ~{30 + push_p50:.1f} s, p95 ~{57 + push_p50:.1f} s, "
                f"max ~{60 + push_max:.1f} s", "at most one interval + load")
+    # Staged rollout (issue 11): the same promotion for a version pre-warmed in Staging.
+    rollout.prewarmed_promotions(stack, cfg, result, rows)
     result.tables.append(table(["path", "promotions", "p50", "p95", "max", "failed requests"],
                                rows))
+    rollout.shadow_cost(stack, cfg, result)
     result.notes += [
         "Lag = from the return of the MlflowClient call to the first `POST /invocations` "
         "answered with the new `X-Model-Version`, one client polling back to back.",

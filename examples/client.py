@@ -24,10 +24,16 @@ class Answer:
 
 
 class PredictionClient:
-    """Threads that keep posting one transaction to the receiver and record every answer."""
+    """Threads that keep posting to the receiver and record every answer.
 
-    def __init__(self, url: str, body: dict[str, Any], threads: int = CLIENT_THREADS) -> None:
-        self._url, self._body = url + "/invocations", body
+    `body` is one request body, or a list of them taken in turn (live traffic for a shadow to
+    be compared on).
+    """
+
+    def __init__(self, url: str, body: dict[str, Any] | list[dict[str, Any]],
+                 threads: int = CLIENT_THREADS) -> None:
+        self._url = url + "/invocations"
+        self._bodies = body if isinstance(body, list) else [body]
         self._answers: list[Answer] = []
         self._errors: list[str] = []
         self._lock = threading.Lock()
@@ -46,10 +52,13 @@ class PredictionClient:
                 thread.join(timeout=15)
 
     def _run(self) -> None:
+        sent = 0
         with requests.Session() as session:
             while not self._stop.is_set():
+                body = self._bodies[sent % len(self._bodies)]
+                sent += 1
                 try:
-                    response = session.post(self._url, json=self._body, timeout=10)
+                    response = session.post(self._url, json=body, timeout=10)
                     answer = Answer(time.time(), response.status_code,
                                     response.headers.get("X-Model-Version"))
                     error = None if response.ok else f"{response.status_code} {response.text[:200]}"

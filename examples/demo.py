@@ -1,9 +1,11 @@
 """The end-to-end demo (`./scripts/demo.sh`): promote a model version and watch it served.
 
 It starts a local MLflow server with the hotswap plugin and a receiver following Production
-(both on 127.0.0.1, data and logs in a fresh temporary folder), trains and registers the
-fraud-detection model twice, promotes version 2 while a client keeps predicting, rolls back
-to version 1 (served from the receiver's cache), and stops everything, also on Ctrl-C.
+that pre-warms and shadows Staging (both on 127.0.0.1, data and logs in a fresh temporary
+folder), trains and registers the fraud-detection model twice; version 2 goes to Staging, where
+the receiver loads it ahead and scores live traffic with it in the shadow, passes the training
+gate and is promoted while a client keeps predicting, served at once from the cache; then a
+rollback to version 1 (from the cache too), and everything stops, also on Ctrl-C.
 
     python -m examples.demo [--keep] [--summary-json PATH]
 """
@@ -50,12 +52,17 @@ from examples.processes import (
 
 MODEL_NAME = train_model.DEFAULT_MODEL_NAME
 STAGE = "Production"
+STAGING = "Staging"
+GATE = "roc_auc>=0.95"
+SHADOW_SAMPLE = 50  # shadow comparisons to wait for before the gate
 SWAP_TIMEOUT = 30.0  # far below the 60 s poll: a swap seen in time was pushed
 SHOWN_METRICS = (
     "hotswap_model_version", "hotswap_model_reloads_total", "hotswap_webhook_requests_total",
     "hotswap_model_cache_hits_total", "hotswap_model_cache_misses_total",
     "hotswap_model_load_duration_seconds_count", "hotswap_model_load_duration_seconds_sum",
     "hotswap_model_update_errors_total", "hotswap_prediction_duration_seconds_count",
+    "hotswap_predictions_total", "hotswap_shadow_comparisons_total",
+    "hotswap_shadow_disagreements_total", "hotswap_shadow_shed_total",
 )
 # The receiver's log format (receiver/__main__.py): "2025-01-31 12:00:00,123 INFO name: message".
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ [\w.]+: (.*)$")
@@ -238,6 +245,7 @@ class Summary:
     interrupted: str | None = None
     error: str | None = None
     versions_served: list[str] = field(default_factory=list)
+    staging: dict[str, Any] | None = None
     swap: dict[str, Any] | None = None
     rollback: dict[str, Any] | None = None
     predictions: dict[str, Any] = field(default_factory=dict)
@@ -277,6 +285,8 @@ class Demo:
 
     def start_receiver(self, port: int) -> Process:
         env = {"MODEL_STAGE": STAGE, "MODEL_UPDATE_INTERVAL": "60",
+               # Staging is loaded ahead and scores every request again, after the answer.
+               "MODEL_PREWARM": STAGING, "MODEL_SHADOW": STAGING,
                "HOTSWAP_WEBHOOK_SECRET": self.secret,
                "HOTSWAP_MODEL_DIR": str(self.workdir / "receiver-models"),
                # MLflow 3 loads scikit-learn models only with this (see examples/train_model.py).
@@ -284,7 +294,8 @@ class Demo:
         return self._start("receiver", lambda: start_receiver(
             self.workdir, self.tracking_uri, MODEL_NAME, env=env, port=port, wait=False))
 
-    def train_and_register(self, seed: int) -> train_model.Registered:
+    def train_and_register(self, seed: int
+                           ) -> tuple[train_model.TrainedModel, train_model.Registered]:
         frame, labels = train_model.make_transactions(seed=seed)
         say(f"  data: {len(frame):,} synthetic card transactions, {labels.mean():.1%} fraud "
             f"(seed {seed})")
@@ -298,11 +309,55 @@ class Demo:
             # MLflow prints "Created version ..." to stderr; into the data folder with it.
             with open(self.workdir / "client.log", "a") as log, redirect_stderr(log):
                 registered = train_model.register(trained, MODEL_NAME, self.tracking_uri)
-            outcome["text"] = f"{MODEL_NAME} version {registered.version}"
-        return registered
+            outcome["text"] = (f"{MODEL_NAME} version {registered.version}, tagged with its "
+                               f"training metadata")
+        return trained, registered
 
-    def promote(self, version: str) -> None:
-        promote(MODEL_NAME, version, STAGE, self.tracking_uri, archive_existing=True)
+    def promote(self, version: str, stage: str = STAGE) -> None:
+        promote(MODEL_NAME, version, stage, self.tracking_uri, archive_existing=True)
+
+    def stage_and_shadow(self, receiver: Process, version: str) -> dict[str, Any]:
+        """Move `version` to Staging; wait until the receiver pre-warmed it and shadowed
+        SHADOW_SAMPLE live requests with it; say what that showed."""
+        before = scrape(receiver.url)
+        self.promote(version, STAGING)
+        say(f"  moved version {version} to {STAGING}")
+
+        def prewarmed() -> dict[str, Any] | None:
+            held = self.current(receiver).get("prewarmed") or []
+            return next((h for h in held if h["version"] == version), None)
+
+        with progress("waiting for the receiver to pre-warm it") as outcome:
+            held = wait_until(prewarmed, SWAP_TIMEOUT, message=f"version {version} pre-warmed")
+            outcome["text"] = (f"loaded and warmed up at {held['loaded_at'][11:23]} UTC; "
+                               f"still serving version {self.current(receiver)['version']}")
+        labels = f'{{model="{MODEL_NAME}",version="{version}"}}'
+
+        def delta(name: str) -> int:
+            return int(scrape(receiver.url).get(name + labels, 0) - before.get(name + labels, 0))
+
+        with progress(f"shadowing live traffic with version {version}") as outcome:
+            wait_until(lambda: delta("hotswap_shadow_comparisons_total") >= SHADOW_SAMPLE,
+                       SWAP_TIMEOUT, message=f"{SHADOW_SAMPLE} shadow comparisons")
+            compared = delta("hotswap_shadow_comparisons_total")
+            disagreed = delta("hotswap_shadow_disagreements_total")
+            shed = delta("hotswap_shadow_shed_total")
+            outcome["text"] = (f"{compared} requests scored again after their answers, "
+                               f"{disagreed} disagreements ({disagreed / compared:.1%}); "
+                               f"{shed} skipped while busy")
+        return {"version": version, "prewarmed_at": held["loaded_at"], "compared": compared,
+                "disagreed": disagreed, "shed": shed}
+
+    def gate(self, trained: train_model.TrainedModel,
+             registered: train_model.Registered) -> bool:
+        say(f"  the training gate: {GATE} on its holdout, and not worse there than the "
+            f"version in {STAGE}")
+        with open(self.workdir / "client.log", "a") as log, redirect_stderr(log):
+            decision = train_model.gate(trained, registered,
+                                        [train_model.parse_condition(GATE)], self.tracking_uri)
+        for line in decision.lines:
+            say(f"    {line}")
+        return decision.passed
 
     def run(self) -> None:
         say(f"Data and logs: {self.workdir}")
@@ -329,7 +384,7 @@ class Demo:
 
         say()
         say("[2/5] Version 1 of the fraud-detection model")
-        v1 = self.train_and_register(seed=1)
+        _, v1 = self.train_and_register(seed=1)
         with progress("waiting for the receiver to start") as outcome:
             wait_up(receiver, "/health/live", 90.0)
             outcome["text"] = "up, nothing to serve yet"
@@ -346,19 +401,32 @@ class Demo:
         self.summary.versions_served.append(v1.version)
 
         say()
-        say("[3/5] Version 2, promoted while a client keeps predicting")
-        v2 = self.train_and_register(seed=2)
-        client = self.client = PredictionClient(receiver.url, train_model.sample_request(1))
+        say(f"[3/5] Version 2: {STAGING} (pre-warmed, shadowed), the gate, then {STAGE}, while "
+            f"a client keeps predicting")
+        trained, v2 = self.train_and_register(seed=2)
+        # Live traffic: a different transaction each request, for the shadow to compare on.
+        frame, _ = train_model.make_transactions(500, seed=777)
+        bodies = [{"dataframe_split": {"columns": list(frame.columns), "data": [row]}}
+                  for row in frame.to_numpy().tolist()]
+        client = self.client = PredictionClient(receiver.url, bodies)
         client.start()
         wait_until(lambda: client.counts()[0] >= 20, 30, message="background client")
         say(f"  background client: {CLIENT_THREADS} threads predicting non-stop; so far "
             f"{self.client.describe()}")
-        say(f"  promoting version {v2.version} to {STAGE}, archiving version {v1.version}:")
+        self.summary.staging = self.stage_and_shadow(receiver, v2.version)
+        passed = self.gate(trained, v2)
+        self.summary.staging["gate"] = "passed" if passed else "refused"
+        if not passed:
+            raise RuntimeError(f"version {v2.version} did not pass the training gate")
+        say(f"  gate passed: promoting version {v2.version} to {STAGE}, archiving version "
+            f"{v1.version}:")
         swap = watch_swap(receiver, self.client, v2.version, lambda: self.promote(v2.version))
         self.summary.swap = asdict(swap)
         self.summary.versions_served.append(v2.version)
+        how = ("pre-warmed in step 3: no download, a cache hit" if not swap.loaded
+               else "loaded from MLflow at the promotion")
         say(f"  swap latency: {swap.latency_seconds:.3f}s from the promotion's return to the "
-            f"first answer from version {v2.version}")
+            f"first answer from version {v2.version} ({how})")
         say(f"  pushed by the plugin: {swap.webhooks_accepted} notifications (v{v2.version} to "
             f"{STAGE}, v{v1.version} archived); no poll involved")
         self.client.keep_going(v2.version)
@@ -397,7 +465,7 @@ class Demo:
         if failed:
             raise RuntimeError(f"{failed} predictions failed during the swaps: "
                                f"{self.client.errors()[:3]}")
-        self.summary.ok = bool(self.summary.rollback["from_cache"])
+        self.summary.ok = bool(self.summary.rollback["from_cache"]) and not swap.loaded
 
     @staticmethod
     def current(receiver: Process) -> dict[str, Any]:
@@ -497,7 +565,8 @@ def finish(demo: Demo, summary: Summary, keep: bool) -> None:
     elif summary.error:
         say(f"The demo failed: {summary.error}")
     elif not summary.ok:
-        say("The demo failed: the rollback was not served from the receiver's cache.")
+        say("The demo failed: the promotion or the rollback was not served from the "
+            "receiver's cache.")
     say("[5/5] Stopping the receiver and the MLflow server")
     started = time.perf_counter()
     try:

@@ -4,21 +4,31 @@ Run it on its own against any tracking server:
 
     python examples/train_model.py --tracking-uri http://127.0.0.1:5000 --promote
     python examples/train_model.py --seed 2 --alias champion
+    python examples/train_model.py --stage Staging --promote-if 'roc_auc>=0.95'
 
-or import the pieces (`make_transactions`, `train`, `register`, `promote`, `set_alias`,
-`sample_request`) as the demo and the benchmark do.
+The last one is the training gate: the new version goes to Staging, and moves on to Production
+only if every condition holds on its holdout AND it is not worse there than the current
+Production version; otherwise it stays in Staging, the script says why and exits with 1.
+Every registered version carries its training metadata as tags (seed, rows, parameters,
+holdout metrics, a fingerprint of the data).
+
+Or import the pieces (`make_transactions`, `train`, `register`, `promote`, `set_alias`,
+`sample_request`, `parse_condition`, `gate`) as the demo and the benchmark do.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import logging
+import operator
 import os
+import re
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +115,30 @@ class TrainedModel:
     seconds: float
     input_example: pd.DataFrame
     params: dict[str, int | float] = field(default_factory=dict)
+    # The rows the metrics were measured on, never trained on: the gate's common ground.
+    holdout: tuple[pd.DataFrame, np.ndarray] | None = None
+    data_fingerprint: str = ""
+
+
+# Measured on the holdout, so the gate can measure the Production version there too.
+HOLDOUT_METRICS = ("precision", "recall", "roc_auc")
+
+
+def evaluate(model: Any, rows: pd.DataFrame, labels: np.ndarray) -> dict[str, float]:
+    """Precision, recall and ROC AUC of a fitted classifier on labelled rows."""
+    predicted = model.predict(rows)
+    scores = model.predict_proba(rows)[:, 1]
+    return {"precision": float(precision_score(labels, predicted, zero_division=0)),
+            "recall": float(recall_score(labels, predicted, zero_division=0)),
+            "roc_auc": float(roc_auc_score(labels, scores))}
+
+
+def fingerprint(frame: pd.DataFrame, labels: np.ndarray) -> str:
+    """A short hash of the training data (columns, values, labels): same data, same print."""
+    digest = hashlib.sha256(",".join(frame.columns).encode())
+    digest.update(np.ascontiguousarray(frame.to_numpy(dtype=np.float64)).tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def train(frame: pd.DataFrame, labels: np.ndarray, n_estimators: int = DEFAULT_N_ESTIMATORS,
@@ -120,18 +154,12 @@ def train(frame: pd.DataFrame, labels: np.ndarray, n_estimators: int = DEFAULT_N
                                    random_state=seed)
     model.fit(x_train, y_train)
     seconds = time.perf_counter() - started
-    predicted = model.predict(x_test)
-    scores = model.predict_proba(x_test)[:, 1]
-    metrics = {
-        "precision": float(precision_score(y_test, predicted, zero_division=0)),
-        "recall": float(recall_score(y_test, predicted, zero_division=0)),
-        "roc_auc": float(roc_auc_score(y_test, scores)),
-        "fraud_rate": float(labels.mean()),
-        "train_seconds": seconds,
-    }
+    metrics = {**evaluate(model, x_test, y_test), "fraud_rate": float(labels.mean()),
+               "train_seconds": seconds}
     params: dict[str, int | float] = {"n_estimators": n_estimators, "seed": seed,
                                       "rows": len(frame), "max_depth": MAX_DEPTH}
-    return TrainedModel(model, metrics, seconds, x_test.head(5), params)
+    return TrainedModel(model, metrics, seconds, x_test.head(5), params, (x_test, y_test),
+                        fingerprint(frame, labels))
 
 
 @dataclass
@@ -166,8 +194,22 @@ def register(trained: TrainedModel, model_name: str = DEFAULT_MODEL_NAME,
                                             registered_model_name=model_name,
                                             skops_trusted_types=SKOPS_TRUSTED_TYPES,
                                             pip_requirements=_pip_requirements())
-    return Registered(model_name, str(info.registered_model_version), run.info.run_id,
-                      time.perf_counter() - started)
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in training_tags(trained).items():
+        client.set_model_version_tag(model_name, version, key, value)
+    return Registered(model_name, version, run.info.run_id, time.perf_counter() - started)
+
+
+def training_tags(trained: TrainedModel) -> dict[str, str]:
+    """The version's training metadata, readable in the registry without opening the run."""
+    tags = {f"training.{key}": str(value) for key, value in trained.params.items()}
+    tags.update({f"holdout.{key}": f"{trained.metrics[key]:.6g}" for key in HOLDOUT_METRICS})
+    tags["training.data_fingerprint"] = trained.data_fingerprint
+    tags["training.fraud_rate"] = f"{trained.metrics['fraud_rate']:.6g}"
+    if trained.holdout is not None:
+        tags["holdout.rows"] = str(len(trained.holdout[1]))
+    return tags
 
 
 def _pip_requirements() -> list[str]:
@@ -198,6 +240,110 @@ def set_alias(model_name: str, alias: str, version: str, tracking_uri: str | Non
     MlflowClient(tracking_uri).set_registered_model_alias(model_name, alias, version)
 
 
+# -- the training gate ------------------------------------------------------------------------
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
+_CONDITION = re.compile(
+    r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|>|<)\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Condition:
+    metric: str
+    op: str
+    threshold: float
+
+    def holds(self, value: float) -> bool:
+        return _OPERATORS[self.op](value, self.threshold)
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        """The direction the condition asks for; None for `==`, which has none."""
+        return None if self.op == "==" else self.op.startswith(">")
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.threshold:g}"
+
+
+def parse_condition(text: str) -> Condition:
+    """`roc_auc>=0.95`: a logged metric, one of >= > <= < ==, a number."""
+    match = _CONDITION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a condition like 'roc_auc>=0.95' "
+                         f"(a metric, one of {' '.join(_OPERATORS)}, a number)")
+    return Condition(match[1], match[2], float(match[3]))
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    lines: list[str]  # what was checked, one line each, failures first marked
+    production_version: str | None = None
+
+
+def production_version(model_name: str, tracking_uri: str | None,
+                       exclude: str | None = None) -> str | None:
+    from mlflow import MlflowClient
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        latest = MlflowClient(tracking_uri).get_latest_versions(model_name, ["Production"])
+    versions = [int(v.version) for v in latest if v.version != exclude]
+    return str(max(versions)) if versions else None
+
+
+def gate(trained: TrainedModel, registered: Registered, conditions: Sequence[Condition],
+         tracking_uri: str | None = None) -> GateDecision:
+    """Whether `registered` may go to Production: every condition holds on its metrics, and
+    on its holdout it is not worse than the current Production version (measured there
+    again; a metric that is not a holdout metric is read from Production's run). For `==`
+    conditions, which have no direction, the comparison uses ROC AUC."""
+    import mlflow
+
+    metrics, lines, passed = trained.metrics, [], True
+    for condition in conditions:
+        value = metrics.get(condition.metric)
+        if value is None:
+            passed = False
+            lines.append(f"FAIL {condition}: {condition.metric} is not a logged metric "
+                         f"({', '.join(sorted(metrics))})")
+        elif condition.holds(value):
+            lines.append(f"ok   {condition}: {condition.metric} is {value:.4f}")
+        else:
+            passed = False
+            lines.append(f"FAIL {condition}: {condition.metric} is {value:.4f}")
+    current = production_version(registered.name, tracking_uri, exclude=registered.version)
+    if current is None:
+        lines.append("ok   no version in Production to compare with")
+        return GateDecision(passed, lines)
+    assert trained.holdout is not None, "train() keeps the holdout"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        theirs = evaluate(mlflow.sklearn.load_model(f"models:/{registered.name}/{current}"),
+                          *trained.holdout)
+        run_id = mlflow.MlflowClient().get_model_version(registered.name, current).run_id
+        logged = mlflow.MlflowClient().get_run(run_id).data.metrics if run_id else {}
+    compared = {(c.metric, c.higher_is_better) for c in conditions
+                if c.higher_is_better is not None and c.metric in metrics}
+    if not compared or any(c.higher_is_better is None for c in conditions):
+        compared.add(("roc_auc", True))
+    for metric, higher in sorted(compared, key=str):
+        ours = metrics[metric]
+        other = theirs.get(metric, logged.get(metric))
+        where = "on this holdout" if metric in theirs else "as logged"
+        if other is None:
+            lines.append(f"ok   Production version {current} has no {metric} to compare")
+            continue
+        worse = ours < other if higher else ours > other
+        passed = passed and not worse
+        lines.append(f"{'FAIL' if worse else 'ok  '} {metric} {ours:.4f} vs Production version "
+                     f"{current}'s {other:.4f} {where}: {'worse' if worse else 'not worse'}")
+    return GateDecision(passed, lines, current)
+
+
 def sample_request(n: int = 1, seed: int = 12345) -> dict[str, Any]:
     """A `dataframe_split` scoring body with `n` fresh transactions."""
     frame, _ = make_transactions(max(n, 1), seed)
@@ -225,9 +371,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=True, help="archive versions that held the stage (default: yes)")
     parser.add_argument("--alias", action="append", default=[], metavar="NAME",
                         help="point this alias at the new version (repeatable)")
+    parser.add_argument("--promote-if", action="append", default=[], metavar="CONDITION",
+                        help="the training gate, e.g. 'roc_auc>=0.95' (any logged metric; "
+                             ">=, >, <=, <, ==; repeatable, all must hold): after --stage "
+                             "(default Staging), move to Production only if the conditions "
+                             "hold and the version is not worse than the current Production "
+                             "version on the same holdout; else exit 1")
     args = parser.parse_args(argv)
     if args.n_estimators < 1 or args.rows < 100:
         parser.error("--n-estimators must be >= 1 and --rows >= 100")
+    try:
+        args.conditions = [parse_condition(text) for text in args.promote_if]
+    except ValueError as exc:
+        parser.error(f"--promote-if: {exc}")
+    if args.conditions and (args.stage or "Staging").lower() == "production":
+        parser.error("--promote-if moves the version to Production itself: use --stage Staging")
     return args
 
 
@@ -251,8 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"in {registered.seconds:.1f}s (run {registered.run_id[:8]}, "
           f"tracking {mlflow.get_tracking_uri()})", flush=True)
 
-    if args.promote or args.stage:
-        stage = args.stage or "Production"
+    if args.promote or args.stage or args.conditions:
+        stage = args.stage or ("Staging" if args.conditions else "Production")
         started = time.perf_counter()
         promote(registered.name, registered.version, stage, args.tracking_uri,
                 args.archive_existing)
@@ -262,6 +420,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     for alias in args.alias:
         set_alias(registered.name, alias, registered.version, args.tracking_uri)
         print(f"Alias {alias} -> version {registered.version}", flush=True)
+    if args.conditions:
+        return run_gate(trained, registered, args.conditions, args.tracking_uri, stage)
+    return 0
+
+
+def run_gate(trained: TrainedModel, registered: Registered, conditions: Sequence[Condition],
+             tracking_uri: str | None, stage: str) -> int:
+    decision = gate(trained, registered, conditions, tracking_uri)
+    print(f"Training gate for version {registered.version}:", flush=True)
+    for line in decision.lines:
+        print(f"  {line}", flush=True)
+    if not decision.passed:
+        print(f"Refused: version {registered.version} stays in {stage}"
+              + (f"; Production keeps version {decision.production_version}"
+                 if decision.production_version else ""), flush=True)
+        return 1
+    promote(registered.name, registered.version, "Production", tracking_uri)
+    print(f"Gate passed: moved version {registered.version} to Production"
+          + (f", version {decision.production_version} archived"
+             if decision.production_version else ""), flush=True)
     return 0
 
 

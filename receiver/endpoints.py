@@ -1,6 +1,7 @@
 """Thin HTTP handlers: read the request, ask the service's parts, decide the HTTP answer.
 
-A prediction flows one way: handler -> ScoringLane -> scoring -> back to the handler.
+A prediction flows one way: handler -> Router (who answers) -> ScoringLane -> scoring -> back
+to the handler, which sends the answer and then hands a shadow, if any, to ShadowScorer.
 Domain exceptions pass through untouched; errors.py turns them into HTTP responses.
 """
 
@@ -11,13 +12,16 @@ import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver import compat, scoring
 from receiver.errors import ApiError
 from receiver.redact import scrub
+from receiver.references import Reference, Share
 from receiver.registry import LoadedModel
+from receiver.rollout import Role, Route
 from receiver.service import Service
 from receiver.updater import RefreshStatus
 from receiver.webhooks import MAX_NOTIFICATION_BYTES, InvalidSignature, MalformedNotification
@@ -50,11 +54,36 @@ def _describe(service: Service, name: str) -> dict[str, Any]:
     settings = service.settings
     model = service.updater.served(name)
     following = {"alias": settings.alias} if settings.alias else {"stage": settings.stage}
+    rollout = _describe_rollout(service, name, model)
     if model is None:
-        return {"name": name, "version": None, **following}
+        return {"name": name, "version": None, **following, **rollout}
     return {"name": name, "version": model.version, **following,
             "loaded_at": model.loaded_at, "load_seconds": round(model.load_seconds, 3),
-            "run_id": model.run_id}
+            "run_id": model.run_id, **rollout}
+
+
+def _describe_rollout(service: Service, name: str, primary: LoadedModel | None
+                      ) -> dict[str, Any]:
+    settings = service.settings
+    if not settings.rollout_references:
+        return {}
+
+    def held(reference: Reference) -> dict[str, Any]:
+        model = service.updater.held(name, reference)
+        return {"reference": str(reference), "version": model.version if model else None,
+                "loaded_at": model.loaded_at if model else None}
+
+    def share(value: Share | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        described = held(value.reference)
+        # Active: it exists and differs from the primary, so it takes its share.
+        active = described["version"] is not None and (
+            primary is None or described["version"] != primary.version)
+        return {**described, "percent": value.percent, "active": active}
+
+    return {"prewarmed": [held(reference) for reference in settings.prewarm],
+            "canary": share(settings.canary), "shadow": share(settings.shadow)}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -74,24 +103,49 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "REQUEST_TOO_LARGE", f"The request body is over {limit} bytes.")
 
 
-async def _score(request: Request, model: LoadedModel) -> Response:
+async def _score(request: Request, model: LoadedModel, role: Role = "primary",
+                 shadow: LoadedModel | None = None) -> Response:
     service = _service(request)
     mime = scoring.media_type(request.headers.get("content-type"))
     body = await _read_body(request, service.settings.max_body_bytes)
-    content = await service.lane.score(model, body, mime)
-    return Response(content, media_type=scoring.JSON,
-                    headers={"X-Model-Name": model.name, "X-Model-Version": model.version})
+    metrics = service.metrics
+    labels = {"model": model.name, "version": model.version, "role": role}
+    started = time.perf_counter()
+    try:
+        content = await service.lane.score(model, body, mime)
+    except Exception:
+        metrics.prediction_errors.labels(**labels).inc()
+        raise
+    metrics.prediction_latency.labels(role=role).observe(time.perf_counter() - started)
+    metrics.predictions.labels(**labels).inc()
+    # Starlette runs a background task once the response is sent: the shadow cannot touch it.
+    background = (BackgroundTask(service.shadow, shadow, body, mime, content)
+                  if shadow is not None else None)
+    return Response(content, media_type=scoring.JSON, background=background,
+                    headers={"X-Model-Name": model.name, "X-Model-Version": model.version,
+                             "X-Model-Role": role})
+
+
+def _route(request: Request, name: str) -> Route:
+    """The served version of `name`, or its canary, and the shadow to run afterwards."""
+    service = _service(request)
+    primary = _served_or_503(service, name)
+    settings, updater = service.settings, service.updater
+    canary = updater.held(name, settings.canary.reference) if settings.canary else None
+    shadow = updater.held(name, settings.shadow.reference) if settings.shadow else None
+    return service.router.route(primary, canary, shadow, request.headers.get("x-hotswap-key"))
 
 
 async def invocations(request: Request) -> Response:
-    service = _service(request)
-    return await _score(request, _served_or_503(service, service.settings.default_model))
+    route = _route(request, _service(request).settings.default_model)
+    return await _score(request, route.model, route.role, route.shadow)
 
 
 async def model_invocations(request: Request) -> Response:
     service = _service(request)
     name = _known_name_or_404(service, request.path_params["name"])
-    return await _score(request, _served_or_503(service, name))
+    route = _route(request, name)
+    return await _score(request, route.model, route.role, route.shadow)
 
 
 async def pinned_invocations(request: Request) -> Response:

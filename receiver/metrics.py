@@ -57,3 +57,26 @@ class Metrics:
         self.shed_requests = Counter(
             "hotswap_requests_shed", "Requests refused or dropped by the scoring lane, by reason "
             "(overloaded: 503, timeout: 504)", ["reason"], registry=r)
+        # Staged rollout: who answered (or shadowed) what, and how the shadow compares.
+        roles = ["model", "version", "role"]
+        self.predictions = Counter(
+            "hotswap_predictions", "Predictions made, by model version and role "
+            "(primary, canary, shadow)", roles, registry=r)
+        self.prediction_errors = Counter(
+            "hotswap_prediction_errors", "Predictions that failed, by model version and role",
+            roles, registry=r)
+        self.prediction_latency = Histogram(
+            "hotswap_prediction_latency_seconds",
+            "Time from a request's admission to its predictions (waiting included), by role",
+            ["role"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r)
+        self.shadow_comparisons = Counter(
+            "hotswap_shadow_comparisons", "Shadow predictions compared with the primary's",
+            ["model", "version"], registry=r)
+        self.shadow_disagreements = Counter(
+            "hotswap_shadow_disagreements",
+            "Shadow predictions that differed from the primary's", ["model", "version"],
+            registry=r)
+        self.shadow_shed = Counter(
+            "hotswap_shadow_shed", "Shadow predictions skipped because the server was busy",
+            ["model", "version"], registry=r)

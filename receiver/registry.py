@@ -23,6 +23,7 @@ from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 
 from receiver import compat
+from receiver.references import Reference
 from receiver.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -92,15 +93,16 @@ class Registry:
             shutil.rmtree(self._model_root, ignore_errors=True)
             logger.info("Removed the model folder %s", self._model_root)
 
-    def resolve(self, name: str) -> str | None:
-        """The version the followed stage or alias points to now; None when nothing does."""
-        settings = self._settings
+    def resolve(self, name: str, reference: Reference | None = None) -> str | None:
+        """The version a stage or alias (by default the followed one) points to now; None when
+        nothing does."""
+        reference = reference or self._settings.followed
         try:
-            if settings.alias:
-                return str(self._client.get_model_version_by_alias(name, settings.alias).version)
+            if reference.kind == "alias":
+                return str(self._client.get_model_version_by_alias(name, reference.name).version)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # stages are in our contract
-                latest = self._client.get_latest_versions(name, stages=[settings.stage])
+                latest = self._client.get_latest_versions(name, stages=[reference.name])
         except MlflowException as exc:
             if is_not_found(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
                 return None

@@ -8,7 +8,9 @@ from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
 from receiver.pinning import PinnedModels
 from receiver.registry import Registry
+from receiver.rollout import Router
 from receiver.settings import Settings
+from receiver.shadow import ShadowScorer
 from receiver.threads import Limiters
 from receiver.updater import ModelUpdater
 from receiver.webhooks import WebhookVerifier
@@ -25,5 +27,7 @@ class Service:
                                     self.limiters.model_work)
         self.pinned = PinnedModels(self.updater, self.metrics)
         self.lane = ScoringLane(settings, self.limiters, self.metrics)
+        self.router = Router(settings.canary, settings.shadow)
+        self.shadow = ShadowScorer(self.lane, self.metrics)
         self.verifier = WebhookVerifier(settings.webhook_secret, settings.webhook_max_age)
         self.started_at = time.monotonic()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Literal, TypeVar, cast
 
 from receiver import redact
 
+from receiver.references import Reference, Share, parse_references, parse_share
+
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 Batching = Literal["auto", "on", "off"]
 BATCHING_MODES: tuple[Batching, ...] = ("auto", "on", "off")
@@ -49,6 +52,10 @@ class Settings:
     batch_max_rows: int = 1024
     max_queue: int = 256
     request_timeout: float = 60.0
+    # Staged rollout (issue 11): references loaded ahead, and who takes a share of the traffic.
+    prewarm: tuple[Reference, ...] = ()
+    canary: Share | None = None
+    shadow: Share | None = None
 
     def __post_init__(self) -> None:
         if not self.model_names:
@@ -79,6 +86,21 @@ class Settings:
                 f"HOTSWAP_LOAD_TIMEOUT must be a positive number of seconds, "
                 f"got {self.load_timeout}.")
 
+        for variable, share in (("MODEL_CANARY", self.canary), ("MODEL_SHADOW", self.shadow)):
+            if share is not None and share.reference == self.followed:
+                raise SettingsError(
+                    f"{variable}={share} names the followed reference itself "
+                    f"({self.reference}): it would never differ from the served version.")
+        # Each served name holds its version and one per rollout reference in the cache; fewer
+        # slots and every refresh would evict what the next one loads again.
+        needed = len(self.model_names) * (1 + len(self.rollout_references))
+        if self.rollout_references and self.cache_size < needed:
+            raise SettingsError(
+                f"MODEL_CACHE_SIZE={self.cache_size} cannot hold the served version and the "
+                f"{len(self.rollout_references)} rollout reference(s) "
+                f"({', '.join(map(str, self.rollout_references))}) of "
+                f"{len(self.model_names)} model(s); set it to at least {needed}.")
+
     def __repr__(self) -> str:
         # A repr ends up in logs and tracebacks: no secret, no password in a URI.
         hidden = {"webhook_secret", "admin_token"}
@@ -91,6 +113,19 @@ class Settings:
                 value = redact.uri(value)
             shown.append(f"{item.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+    @property
+    def followed(self) -> Reference:
+        return Reference("alias", self.alias) if self.alias else Reference("stage", self.stage)
+
+    @property
+    def rollout_references(self) -> tuple[Reference, ...]:
+        """Every reference loaded besides the followed one: pre-warmed, canary, shadow."""
+        found = list(self.prewarm)
+        for share in (self.canary, self.shadow):
+            if share is not None and share.reference not in found:
+                found.append(share.reference)
+        return tuple(ref for ref in found if ref != self.followed)
 
     @property
     def default_model(self) -> str:
@@ -124,6 +159,9 @@ class Settings:
             batch_max_rows=_number(env, "HOTSWAP_BATCH_MAX_ROWS", 1024, int),
             max_queue=_number(env, "HOTSWAP_MAX_QUEUE", 256, int),
             request_timeout=_number(env, "HOTSWAP_REQUEST_TIMEOUT", 60.0, float),
+            prewarm=_parsed(env, "MODEL_PREWARM", parse_references) or (),
+            canary=_parsed(env, "MODEL_CANARY", parse_share),
+            shadow=_parsed(env, "MODEL_SHADOW", lambda text: parse_share(text, 100.0)),
         )
 
 
@@ -132,6 +170,16 @@ def _required(env: Mapping[str, str], key: str) -> str:
     if not value:
         raise SettingsError(f"{key} is missing, and has no default.")
     return value
+
+
+def _parsed(env: Mapping[str, str], key: str, parse: Callable[[str], T]) -> T | None:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return None
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{key}={raw!r}: {exc}") from None
 
 
 def _number(env: Mapping[str, str], key: str, default: N, kind: type[N]) -> N:

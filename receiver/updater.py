@@ -5,7 +5,11 @@ One background task owns every refresh, so refreshes never overlap: it wakes on 
 a refresh runs are coalesced into one more refresh, which is what they all wait for.
 
 The updater owns the model cache: it loads through it, and its eviction hook frees a model's
-files unless that model is still served.
+files unless that model is still served or held for the rollout.
+
+Staged rollout: the rollout references (MODEL_PREWARM, MODEL_CANARY, MODEL_SHADOW) are
+resolved by the same refreshes, after the followed one so a promotion never waits for them, and
+their versions loaded into the same cache: a pre-warmed version's promotion is a cache hit.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from receiver import threads
 from receiver.guard import LoadGuard
 from receiver.loader import FastModelLoader
 from receiver.metrics import Metrics
+from receiver.references import Reference
 from receiver.registry import (
     LoadedModel,
     ModelLoadFailed,
@@ -84,6 +89,9 @@ class ModelUpdater:
         # The served models. Handlers read an entry once per request, so a swap is a single
         # reference assignment and a request in flight keeps the model it started with.
         self._served: dict[str, LoadedModel] = {}
+        # The versions the rollout references point to, per name; None when nothing is there
+        # or it failed to load. Replaced as a whole on change, like `_served` entries.
+        self._held: dict[str, dict[Reference, LoadedModel | None]] = {}
         self._consecutive_failures = 0
         self.last_error: str | None = None
         self.next_attempt_at: float | None = None
@@ -101,6 +109,19 @@ class ModelUpdater:
 
     def is_served(self, model: LoadedModel) -> bool:
         return self._served.get(model.name) is model
+
+    def held(self, name: str, reference: Reference) -> LoadedModel | None:
+        """The loaded version a rollout reference points to, if any."""
+        return self._held.get(name, {}).get(reference)
+
+    def _in_use(self, model: LoadedModel) -> bool:
+        return self.is_served(model) or any(
+            held is model for held in self._held.get(model.name, {}).values())
+
+    def _drop(self, model: LoadedModel | None) -> None:
+        """Free a model no longer served or held, unless the cache still keeps it."""
+        if model is not None and model.key not in self._cache and not self._in_use(model):
+            self._registry.release(model)
 
     async def pinned(self, name: str, version: str) -> LoadedModel:
         """One version of `name`, from the cache or loaded into it, whatever is served.
@@ -202,6 +223,14 @@ class ModelUpdater:
                 logger.error("Model update for %s failed; still serving version %s: %s",
                              name, self._served_version(name), exc,
                              exc_info=not isinstance(exc, ConnectionError))
+            for reference in self._settings.rollout_references:
+                try:
+                    self._refresh_held(name, reference, trigger)
+                except Exception as exc:  # the served model is never affected
+                    self._metrics.update_errors.inc()
+                    result.errors[f"{name} {reference}"] = f"{type(exc).__name__}: {exc}"
+                    logger.error("Could not load %s of %s for the rollout: %s", reference,
+                                 name, exc, exc_info=not isinstance(exc, ConnectionError))
         self.last_error = "; ".join(f"{n}: {e}" for n, e in result.errors.items()) or None
         return result
 
@@ -221,9 +250,31 @@ class ModelUpdater:
         self._metrics.reloads.labels(trigger=trigger).inc()
         logger.info("Swapped to model version %s of %s (was %s, trigger %s)",
                     version, name, current.version if current else "none", trigger)
-        if current is not None and current.key not in self._cache:
-            self._registry.release(current)  # evicted while served: now nothing holds it
+        self._drop(current)  # evicted while served: now nothing may hold it
         return RefreshStatus.RELOADED
+
+    def _refresh_held(self, name: str, reference: Reference, trigger: Trigger) -> None:
+        self._metrics.registry_resolves.inc()
+        version = self._registry.resolve(name, reference)
+        current = self.held(name, reference)
+        if current is not None and current.version == version:
+            return
+        # The registry no longer points at `current`: let it go before loading, so a version
+        # that fails to load leaves nothing stale behind (principle 1).
+        self._hold(name, reference, None)
+        self._drop(current)
+        if version is None:
+            if current is not None:
+                logger.info("No version of %s is at %s any more (was %s)", name, reference,
+                            current.version)
+            return
+        model = self._cache.get((name, version))
+        self._hold(name, reference, model)
+        logger.info("Holding model version %s of %s for %s, loaded and warmed up "
+                    "(trigger %s)", version, name, reference, trigger)
+
+    def _hold(self, name: str, reference: Reference, model: LoadedModel | None) -> None:
+        self._held[name] = {**self._held.get(name, {}), reference: model}
 
     def _served_version(self, name: str) -> str:
         model = self._served.get(name)
@@ -235,6 +286,7 @@ class ModelUpdater:
         return model
 
     def _evicted(self, key: tuple[str, str], model: LoadedModel) -> None:
-        """Free an evicted model's files unless it is still served (then the swap frees them)."""
-        if not self.is_served(model):
+        """Free an evicted model's files unless it is still served or held (then the swap or
+        the rollout refresh frees them)."""
+        if not self._in_use(model):
             self._registry.release(model)

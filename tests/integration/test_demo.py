@@ -1,5 +1,6 @@
-"""The README's first command, `./scripts/demo.sh`, run as a person runs it: a promotion swapped
-in by the push without a failed prediction, a rollback from the cache, and nothing left running
+"""The README's first command, `./scripts/demo.sh`, run as a person runs it: version 2 pre-warmed
+and shadowed in Staging, through the training gate, promoted and swapped in by the push from the
+cache without a failed prediction, a rollback from the cache, and nothing left running
 afterwards, also when it is stopped by Ctrl-C or SIGTERM half-way."""
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def assert_nothing_left(summary: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-def test_demo_swaps_in_v2_by_the_push_and_rolls_back_from_the_cache(tmp_path: Path) -> None:
+def test_demo_prewarms_v2_swaps_it_in_by_the_push_and_rolls_back_from_the_cache(
+        tmp_path: Path) -> None:
     summary_path = tmp_path / "summary.json"
     result = subprocess.run([str(DEMO), "--summary-json", str(summary_path)], cwd=ROOT,
                             env=demo_env(tmp_path), stdin=subprocess.DEVNULL,
@@ -50,10 +52,16 @@ def test_demo_swaps_in_v2_by_the_push_and_rolls_back_from_the_cache(tmp_path: Pa
     summary = json.loads(summary_path.read_text())
     assert summary["ok"] and summary["error"] is None and summary["interrupted"] is None
     assert summary["versions_served"] == ["1", "2", "1"]
-    swap, rollback = summary["swap"], summary["rollback"]
+    swap, rollback, staging = summary["swap"], summary["rollback"], summary["staging"]
+    # In Staging, version 2 was loaded ahead, scored live requests in the shadow (compared
+    # with version 1's answers), and passed the gate.
+    assert staging["version"] == "2" and staging["prewarmed_at"]
+    assert staging["compared"] >= 50 and 0 <= staging["disagreed"] <= staging["compared"]
+    assert staging["gate"] == "passed"
     # Pushed: the receiver says so in its log, polls only every 60 s, and the demo waits at
-    # most 30 s for a swap.
-    assert swap["version"] == "2" and swap["webhooks_accepted"] >= 1 and swap["loaded"]
+    # most 30 s for a swap. Pre-warmed: the promotion downloaded nothing.
+    assert swap["version"] == "2" and swap["webhooks_accepted"] >= 1
+    assert not swap["loaded"] and swap["cache_misses"] == 0 and swap["cache_hits"] >= 1
     assert swap["trigger"] == "webhook" and rollback["trigger"] == "webhook"
     assert 0 <= swap["latency_seconds"] < 30
     assert rollback["version"] == "1" and rollback["webhooks_accepted"] >= 1
@@ -66,8 +74,10 @@ def test_demo_swaps_in_v2_by_the_push_and_rolls_back_from_the_cache(tmp_path: Pa
 
     # What a person reads: each step, the swap as it happened, and none of MLflow's chatter.
     for line in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "first answer from version 2",
-                 "straight from the cache", "hotswap_model_cache_hits_total 1", "version: 1",
-                 "0 failed predictions"):
+                 "waiting for the receiver to pre-warm it... loaded and warmed up",
+                 "disagreements (", "ok   roc_auc>=0.95", "not worse", "gate passed",
+                 "swapped to version 2 (trigger: webhook), straight from the cache",
+                 "hotswap_model_cache_hits_total 2", "version: 1", "0 failed predictions"):
         assert line in result.stdout, f"{line!r} not in the output:\n{output}"
     for chatter in ("View run", "Created version", "Registered model", "Warning"):
         assert chatter not in output, f"{chatter!r} in the output:\n{output}"

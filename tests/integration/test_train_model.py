@@ -37,10 +37,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]
     server.stop()
 
 
-def run_script(*args: str, env: dict[str, str] | None = None) -> str:
+def run_script(*args: str, env: dict[str, str] | None = None, status: int = 0) -> str:
     result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
                             timeout=120, env={**os.environ, **(env or {})}, cwd=ROOT)
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == status, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result.stdout
 
 
@@ -129,3 +129,49 @@ def test_the_receiver_serves_the_example_model_to_json_clients(
     assert len(split.json()["predictions"]) == 5
     assert records.status_code == 200, records.text
     assert records.json()["predictions"][0] in (0, 1)
+
+
+def test_the_gate_refuses_a_worse_model_and_promotes_a_better_one(
+        mlflow_server: ServerProcess) -> None:
+    name = "fraud_gated"
+    url = mlflow_server.url
+    client = MlflowClient(url)
+    run_script("--tracking-uri", url, "--model-name", name, "--n-estimators", "10",
+               "--rows", "5000", "--seed", "1", "--promote", "--alias", "champion")
+
+    # One shallow tree on little data: it clears a low bar, yet on its own holdout the
+    # Production forest does better.
+    out = run_script("--tracking-uri", url, "--model-name", name, "--n-estimators", "1",
+                     "--rows", "3000", "--seed", "3", "--stage", "Staging",
+                     "--promote-if", "roc_auc>=0.7", status=1)
+    assert "ok   roc_auc>=0.7" in out
+    assert "vs Production version 1's" in out and "worse" in out, out
+    assert "Refused: version 2 stays in Staging; Production keeps version 1" in out
+    assert client.get_model_version(name, "1").current_stage == "Production"
+    assert client.get_model_version(name, "2").current_stage == "Staging"
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+
+    out = run_script("--tracking-uri", url, "--model-name", name, "--n-estimators", "40",
+                     "--rows", "20000", "--seed", "4", "--stage", "Staging",
+                     "--promote-if", "roc_auc>=0.95", "--promote-if", "recall>0.1")
+    assert "Gate passed: moved version 3 to Production, version 1 archived" in out, out
+    assert "not worse" in out
+    assert client.get_model_version(name, "3").current_stage == "Production"
+    assert client.get_model_version(name, "1").current_stage == "Archived"
+
+    tags = client.get_model_version(name, "3").tags
+    assert {tags["training.seed"], tags["training.rows"], tags["training.n_estimators"]} == {
+        "4", "20000", "40"}
+    assert float(tags["holdout.roc_auc"]) >= 0.95 and tags["holdout.rows"] == "5000"
+    assert len(tags["training.data_fingerprint"]) == 16
+    assert tags["training.data_fingerprint"] != client.get_model_version(
+        name, "2").tags["training.data_fingerprint"]
+
+
+def test_a_gate_that_fails_its_threshold_moves_nothing(mlflow_server: ServerProcess) -> None:
+    name = "fraud_gate_threshold"
+    out = run_script("--tracking-uri", mlflow_server.url, "--model-name", name,
+                     "--n-estimators", "5", "--rows", "2000", "--promote-if", "roc_auc>=0.9999",
+                     status=1)
+    assert "FAIL roc_auc>=0.9999" in out and "Refused: version 1 stays in Staging" in out
+    assert MlflowClient(mlflow_server.url).get_model_version(name, "1").current_stage == "Staging"

@@ -32,10 +32,16 @@ def training_frame(seed: int, rows: int = 200) -> tuple[pd.DataFrame, np.ndarray
     return frame, labels
 
 
-def register_sklearn_model(tracking_uri: str, name: str, seed: int = 0) -> str:
-    """Log a LogisticRegression with signature and input example; register it; return the
-    version."""
+def register_sklearn_model(tracking_uri: str, name: str, seed: int = 0,
+                           inverted: bool = False) -> str:
+    """Log a LogisticRegression with signature and input example; register it; return its version.
+
+    `inverted` trains it on flipped labels: a version that disagrees with the others on
+    (nearly) every row, for tests that compare versions.
+    """
     frame, labels = training_frame(seed)
+    if inverted:
+        labels = 1 - labels
     model = LogisticRegression(C=1.0 + seed).fit(frame, labels)
     example = frame.head(3)
     signature = infer_signature(example, model.predict(example))

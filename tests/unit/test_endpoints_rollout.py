@@ -1,0 +1,112 @@
+"""Rollout at the HTTP edge, in process (Starlette's TestClient): who answers, the headers that
+say so, the shadow run after the answer, and what /models/current shows. Models are fakes whose
+predictions are their version number, so an answer tells who made it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from receiver.app import create_app
+from receiver.references import Reference, Share
+from receiver.registry import LoadedModel
+from receiver.service import Service
+from receiver.settings import Settings
+from tests.unit.test_updater_rollout import RolloutRegistry
+
+CHALLENGER = Reference("alias", "challenger")
+STAGING = Reference("stage", "Staging")
+BODY = {"instances": [[1.0], [2.0]]}
+
+
+class VersionModel:
+    """Predicts its own version for every row."""
+
+    def __init__(self, version: str) -> None:
+        self.version = int(version)
+
+    def predict(self, data: Any, params: Any = None) -> list[int]:
+        return [self.version] * len(data)
+
+
+class Registry(RolloutRegistry):
+    def load(self, name: str, version: str) -> LoadedModel:
+        self.loads.append(version)
+        return LoadedModel(name=name, version=version,
+                           pyfunc=VersionModel(version),  # type: ignore[arg-type]
+                           input_schema=None, local_path=Path("/nonexistent"), run_id=None,
+                           load_seconds=0.0)
+
+
+@pytest.fixture
+def client() -> Iterator[tuple[TestClient, Service]]:
+    registry = Registry()
+    registry.pointers = {CHALLENGER: "2", STAGING: "3"}
+    settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=600,
+                        prewarm=(STAGING,), canary=Share(CHALLENGER, 30.0),
+                        shadow=Share(STAGING, 100.0))
+    service = Service(settings, registry=registry)  # type: ignore[arg-type]
+    with TestClient(create_app(service=service)) as test_client:
+        yield test_client, service
+
+
+def sample(service: Service, name: str, **labels: str) -> float:
+    return service.metrics.registry.get_sample_value(name, {"model": "m", **labels}) or 0.0
+
+
+def test_each_answer_says_who_made_it_and_a_key_sticks(
+        client: tuple[TestClient, Service]) -> None:
+    http, _ = client
+    seen = {}
+    for i in range(60):
+        answers = [http.post("/invocations", json=BODY, headers={"X-Hotswap-Key": f"k{i}"})
+                   for _ in range(3)]
+        sides = {(a.headers["X-Model-Version"], a.headers["X-Model-Role"],
+                  a.json()["predictions"][0]) for a in answers}
+        assert len(sides) == 1
+        seen[i] = sides.pop()
+    assert set(seen.values()) == {("1", "primary", 1), ("2", "canary", 2)}
+    pinned = http.post("/models/m/versions/2/invocations", json=BODY)
+    assert (pinned.headers["X-Model-Version"], pinned.headers["X-Model-Role"]) == ("2", "primary")
+
+
+def test_the_shadow_runs_after_primary_answers_and_is_compared(
+        client: tuple[TestClient, Service]) -> None:
+    http, service = client
+    answers = [http.post("/invocations", json=BODY) for _ in range(40)]
+    primary = [a for a in answers if a.headers["X-Model-Role"] == "primary"]
+    assert primary and all(a.json() == {"predictions": [1, 1]} for a in primary)
+    # TestClient returns once the background task is done: every primary answer was shadowed
+    # (nothing queued here, so nothing shed), and version 3 always disagrees with version 1.
+    assert sample(service, "hotswap_shadow_comparisons_total", version="3") == len(primary)
+    assert sample(service, "hotswap_shadow_disagreements_total", version="3") == len(primary)
+    assert sample(service, "hotswap_predictions_total", version="3", role="shadow") == len(primary)
+    assert sample(service, "hotswap_predictions_total", version="1", role="primary") == len(primary)
+    assert sample(service, "hotswap_predictions_total", version="2", role="canary") == (
+        len(answers) - len(primary))
+
+
+def test_a_bad_body_is_a_400_counted_as_an_error_of_who_would_have_answered(
+        client: tuple[TestClient, Service]) -> None:
+    http, service = client
+    answer = http.post("/invocations", content=b"{", headers={
+        "Content-Type": "application/json", "X-Hotswap-Key": "k0"})
+    assert answer.status_code == 400 and answer.json()["error_code"] == "BAD_REQUEST"
+    errors = sum(sample(service, "hotswap_prediction_errors_total", version=v, role=r)
+                 for v, r in (("1", "primary"), ("2", "canary")))
+    assert errors == 1
+
+
+def test_current_shows_prewarmed_canary_and_shadow(client: tuple[TestClient, Service]) -> None:
+    http, _ = client
+    body = http.get("/models/current").json()
+    assert body["version"] == "1"
+    assert [(p["reference"], p["version"]) for p in body["prewarmed"]] == [("Staging", "3")]
+    assert {k: body["canary"][k] for k in ("reference", "version", "percent", "active")} == {
+        "reference": "@challenger", "version": "2", "percent": 30.0, "active": True}
+    assert (body["shadow"]["reference"], body["shadow"]["version"]) == ("Staging", "3")
+    assert body["models"]["m"]["canary"]["version"] == "2"

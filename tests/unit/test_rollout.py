@@ -1,0 +1,196 @@
+"""Staged rollout: reference syntax, its settings, who answers a request, and the shadow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.metrics import Metrics
+from receiver.references import Reference, Share, parse_reference, parse_references, parse_share
+from receiver.registry import LoadedModel
+from receiver.rollout import Router, agree, bucket
+from receiver.settings import Settings, SettingsError
+from receiver.shadow import ShadowScorer
+
+BASE = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MODEL_NAME": "fraud"}
+CHALLENGER = Reference("alias", "challenger")
+STAGING = Reference("stage", "Staging")
+
+
+def model(version: str, name: str = "fraud") -> LoadedModel:
+    return LoadedModel(name=name, version=version, pyfunc=None,  # type: ignore[arg-type]
+                       input_schema=None, local_path=Path("/nonexistent"), run_id=None,
+                       load_seconds=0.0)
+
+
+# -- syntax -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("Staging", STAGING), ("staging", STAGING), (" PRODUCTION ", Reference("stage", "Production")),
+    ("@challenger", CHALLENGER), ("@blue-2_b", Reference("alias", "blue-2_b")),
+])
+def test_references_parse_as_mlflow_writes_them(text: str, expected: Reference) -> None:
+    assert parse_reference(text) == expected
+
+
+@pytest.mark.parametrize("text", ["Stagin", "", "@", "@has space", "@latest", "@v3", "None"])
+def test_bad_references_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_reference(text)
+
+
+def test_reference_lists_drop_duplicates_and_keep_order() -> None:
+    assert parse_references("Staging, @challenger,staging,") == (STAGING, CHALLENGER)
+
+
+@pytest.mark.parametrize("text, default, expected", [
+    ("@challenger:10", None, Share(CHALLENGER, 10.0)),
+    ("Staging:0.5", None, Share(STAGING, 0.5)),
+    ("@challenger", 100.0, Share(CHALLENGER, 100.0)),
+    ("@challenger:0", 100.0, Share(CHALLENGER, 0.0)),
+])
+def test_shares(text: str, default: float | None, expected: Share) -> None:
+    assert parse_share(text, default) == expected
+
+
+@pytest.mark.parametrize("text, default", [("@challenger", None), ("@challenger:101", None),
+                                           ("@challenger:-1", 100.0), ("@c:ten", None),
+                                           ("@c:nan", None), ("Stagin:10", None)])
+def test_bad_shares_are_refused(text: str, default: float | None) -> None:
+    with pytest.raises(ValueError):
+        parse_share(text, default)
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+def test_settings_read_the_rollout_variables() -> None:
+    settings = Settings.from_env({**BASE, "MODEL_PREWARM": "Staging,@challenger",
+                                  "MODEL_CANARY": "@challenger:20", "MODEL_SHADOW": "Staging"})
+    assert settings.prewarm == (STAGING, CHALLENGER)
+    assert settings.canary == Share(CHALLENGER, 20.0)
+    assert settings.shadow == Share(STAGING, 100.0)
+    assert settings.rollout_references == (STAGING, CHALLENGER)
+
+
+def test_no_rollout_by_default() -> None:
+    settings = Settings.from_env(BASE)
+    assert (settings.prewarm, settings.canary, settings.shadow) == ((), None, None)
+    assert settings.rollout_references == ()
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"MODEL_PREWARM": "Staging,Stagin"}, "MODEL_PREWARM"),
+    ({"MODEL_CANARY": "@challenger"}, "MODEL_CANARY"),
+    ({"MODEL_CANARY": "@challenger:150"}, "MODEL_CANARY"),
+    ({"MODEL_SHADOW": "@challenger:x"}, "MODEL_SHADOW"),
+    ({"MODEL_SHADOW": "Production"}, "MODEL_SHADOW"),  # the followed stage itself
+    ({"MODEL_ALIAS": "champion", "MODEL_CANARY": "@champion:5"}, "MODEL_CANARY"),
+    ({"MODEL_PREWARM": "Staging,@a,@b,@c,@d", "MODEL_CACHE_SIZE": "5"}, "MODEL_CACHE_SIZE"),
+])
+def test_a_bad_rollout_setting_fails_at_start_naming_the_variable(
+        env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({**BASE, **env})
+
+
+# -- who answers ------------------------------------------------------------------------------
+
+def test_a_key_always_lands_in_the_same_bucket_and_keys_spread() -> None:
+    assert bucket("user-7", "canary") == bucket("user-7", "canary")
+    assert bucket("user-7", "canary") != bucket("user-7", "shadow")
+    points = [bucket(f"user-{i}", "canary") for i in range(2000)]
+    assert all(0 <= p < 100 for p in points)
+    assert 400 < sum(p < 25 for p in points) < 600  # uniform enough for a 25 % share
+
+
+def test_the_canary_takes_its_share_and_the_primary_the_rest() -> None:
+    draws = iter([0.05, 0.19, 0.2, 0.5, 0.99])
+    router = Router(Share(CHALLENGER, 20.0), None, draw=lambda: next(draws))
+    roles = [router.route(model("1"), model("2"), None, None).role for _ in range(5)]
+    assert roles == ["canary", "canary", "primary", "primary", "primary"]
+
+
+def test_the_same_key_gets_the_same_version() -> None:
+    router = Router(Share(CHALLENGER, 50.0), None)
+    for i in range(50):
+        versions = {router.route(model("1"), model("2"), None, f"k{i}").model.version
+                    for _ in range(5)}
+        assert len(versions) == 1
+    sides = Counter(router.route(model("1"), model("2"), None, f"k{i}").role
+                    for i in range(200))
+    assert sides["canary"] > 50 and sides["primary"] > 50
+
+
+@pytest.mark.parametrize("canary", [None, "1"])
+def test_no_canary_when_absent_or_the_same_version(canary: str | None) -> None:
+    router = Router(Share(CHALLENGER, 100.0), None)
+    route = router.route(model("1"), model(canary) if canary else None, None, None)
+    assert (route.model.version, route.role) == ("1", "primary")
+
+
+def test_the_shadow_follows_primary_answers_only() -> None:
+    router = Router(Share(CHALLENGER, 50.0), Share(STAGING, 100.0), draw=lambda: 0.1)
+    assert router.route(model("1"), model("2"), model("3"), None).shadow is None  # canary
+    route = router.route(model("1"), None, model("3"), None)
+    assert (route.role, route.model.version) == ("primary", "1")
+    assert route.shadow is not None and route.shadow.version == "3"
+    assert router.route(model("1"), None, model("1"), None).shadow is None  # same version
+    assert Router(None, Share(STAGING, 5.0), draw=lambda: 0.1).route(
+        model("1"), None, model("3"), None).shadow is None  # outside its share
+
+
+def test_agreement_compares_predictions() -> None:
+    assert agree(b'{"predictions": [0, 1]}', b'{"predictions": [0, 1]}')
+    assert not agree(b'{"predictions": [0, 1]}', b'{"predictions": [1, 1]}')
+
+
+# -- the shadow -------------------------------------------------------------------------------
+
+class FakeLane:
+    def __init__(self, answer: bytes | Exception, busy: bool = False) -> None:
+        self.answer, self._busy, self.scored = answer, busy, 0
+
+    def busy(self) -> bool:
+        return self._busy
+
+    async def score(self, model: LoadedModel, body: bytes, mime: str) -> bytes:
+        self.scored += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def shadow_run(lane: FakeLane, primary: list[Any]) -> Metrics:
+    metrics = Metrics()
+    scorer = ShadowScorer(lane, metrics)  # type: ignore[arg-type]
+    asyncio.run(scorer(model("3"), b"{}", "application/json",
+                       json.dumps({"predictions": primary}).encode()))
+    return metrics
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, {"model": "fraud", "version": "3", **labels})
+
+
+def test_a_shadow_counts_agreement_and_disagreement() -> None:
+    agreeing = shadow_run(FakeLane(b'{"predictions": [1]}'), [1])
+    assert sample(agreeing, "hotswap_shadow_comparisons_total") == 1
+    assert sample(agreeing, "hotswap_shadow_disagreements_total") in (None, 0)
+    assert sample(agreeing, "hotswap_predictions_total", role="shadow") == 1
+    disagreeing = shadow_run(FakeLane(b'{"predictions": [0]}'), [1])
+    assert sample(disagreeing, "hotswap_shadow_disagreements_total") == 1
+
+
+def test_a_busy_lane_sheds_the_shadow_and_a_failing_one_is_counted() -> None:
+    lane = FakeLane(b'{"predictions": [1]}', busy=True)
+    shed = shadow_run(lane, [1])
+    assert lane.scored == 0 and sample(shed, "hotswap_shadow_shed_total") == 1
+    assert sample(shed, "hotswap_shadow_comparisons_total") is None
+    failed = shadow_run(FakeLane(RuntimeError("boom")), [1])
+    assert sample(failed, "hotswap_prediction_errors_total", role="shadow") == 1
+    assert sample(failed, "hotswap_shadow_comparisons_total") is None
