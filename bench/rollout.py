@@ -12,22 +12,27 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import requests
 
 from bench.config import Config
 from bench.result import PartResult, table
-from bench.stack import Stack, metric
+from bench.stack import Stack
 from bench.stats import ms, percentile
 from bench.throughput import load_run
-from tests.support.waiting import wait_until
+from examples.processes import metric, wait_until
 
 PREWARM_TARGET = 0.150  # seconds, p95 (issue 11)
 
 
 def _current(url: str) -> dict[str, Any]:
     return dict(requests.get(url + "/models/current", timeout=5).json())
+
+
+def _holds(url: str, kind: str, version: str) -> bool:
+    return _held(url, kind) == version
 
 
 def _held(url: str, key: str) -> str | None:
@@ -55,7 +60,7 @@ def prewarmed_promotions(stack: Stack, cfg: Config, result: PartResult,
         for _ in range(cfg.promotions):
             version = next_version(stack, current)
             stack.promote(version, "Staging")
-            wait_until(lambda v=version: _held(url, "prewarmed") == v, timeout=60,
+            wait_until(partial(_holds, url, "prewarmed", version), timeout=60,
                        interval=0.02, message=f"version {version} pre-warmed")
             before = metric(url, "hotswap_model_cache_misses_total")
             stack.promote(version, "Production")

@@ -19,14 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import ServerProcess, spawn_server
-from tests.support.waiting import free_port
-
 from bench.config import Config
 from bench.load import ClientPool, run_wrk, wrk_available
 from bench.result import PartResult, table
-from bench.stack import MODEL_NAME, Stack, metric
+from bench.stack import MODEL_NAME, Stack
 from bench.stats import ms, percentile
+from examples.processes import Process, free_port, metric, spawn_server
 
 
 def per_call(fn: Callable[[], Any], iterations: int) -> float:
@@ -144,7 +142,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def start_profiled_receiver(stack: Stack, out: Path) -> ServerProcess:
+def start_profiled_receiver(stack: Stack, out: Path) -> Process:
     """A receiver run under cProfile (its event-loop thread: HTTP, routing, the lane's
     coroutines; the parse and predict threads are timed in process by `profile`)."""
     port = free_port()

@@ -9,7 +9,6 @@ from dataclasses import dataclass, fields
 from typing import Literal, TypeVar, cast
 
 from receiver import redact
-
 from receiver.references import Reference, Share, parse_references, parse_share
 
 N = TypeVar("N", int, float)

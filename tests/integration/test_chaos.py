@@ -13,45 +13,52 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.integration.conftest import ReceiverFactory, metric, served_version
-from tests.support.hung import hung_server
-from tests.support.models import (
+from examples.processes import (
+    Process,
+    free_port,
+    metric,
     promote,
-    register_broken_model,
-    register_sklearn_model,
-    sample_rows,
+    start_mlflow_server,
+    start_receiver,
+    wait_until,
 )
-from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
+from tests.integration.conftest import ReceiverFactory, served_version
+from tests.support.hung import hung_server
+from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
 from tests.support.proxy import mlflow_proxy
-from tests.support.waiting import free_port, wait_until
 
 QUIET = {"MODEL_UPDATE_INTERVAL": 600}
 
 
-def predicts(receiver: ServerProcess, version: str) -> None:
+def predicts(receiver: Process, version: str) -> None:
     answer = requests.post(receiver.url + "/invocations", json=sample_rows(), timeout=30)
     assert (answer.status_code, answer.headers.get("X-Model-Version")) == (200, version), \
         answer.text
     assert receiver.alive()
 
 
-def reload(receiver: ServerProcess, timeout: float = 120) -> requests.Response:
+def serves(receiver: Process, version: str) -> bool:
+    return served_version(receiver) == version
+
+
+def reload(receiver: Process, timeout: float = 120) -> requests.Response:
     return requests.post(receiver.url + "/models/reload", timeout=timeout)
 
 
-def health(receiver: ServerProcess) -> dict[str, Any]:
+def health(receiver: Process) -> dict[str, Any]:
     reply = requests.get(receiver.url + "/health", timeout=10)
-    return reply.json()  # type: ignore[no-any-return]
+    return reply.json()
 
 
 @pytest.fixture
-def own_mlflow(tmp_path: Path) -> Iterator[ServerProcess]:
+def own_mlflow(tmp_path: Path) -> Iterator[Process]:
     """An MLflow server of this test's own, for tests that kill it."""
     workdir = tmp_path / "mlflow"
     backend = f"sqlite:///{workdir / 'mlflow.db'}"
@@ -60,7 +67,7 @@ def own_mlflow(tmp_path: Path) -> Iterator[ServerProcess]:
     server.stop()
 
 
-def restart(server: ServerProcess) -> ServerProcess:
+def restart(server: Process) -> Process:
     workdir = server.log_path.parent
     backend = f"sqlite:///{workdir / 'mlflow.db'}"
     return start_mlflow_server(workdir, backend_uri=backend, registry_uri=backend,
@@ -70,10 +77,10 @@ def restart(server: ServerProcess) -> ServerProcess:
 def test_a_version_whose_load_calls_sys_exit(plain_mlflow, receivers: ReceiverFactory) -> None:
     name = "chaos-exit"
     good = register_sklearn_model(plain_mlflow.url, name, seed=1)
-    promote(plain_mlflow.url, name, good)
+    promote(name, good, tracking_uri=plain_mlflow.url, archive_existing=False)
     receiver = receivers(plain_mlflow.url, name, **QUIET)
     exits = register_broken_model(plain_mlflow.url, name, code="exit_model.py")
-    promote(plain_mlflow.url, name, exits, archive_existing=True)
+    promote(name, exits, tracking_uri=plain_mlflow.url, archive_existing=True)
 
     reply = reload(receiver)
     assert (reply.status_code, reply.json()["error_code"]) == (502, "RELOAD_FAILED")
@@ -87,19 +94,19 @@ def test_a_version_whose_load_calls_sys_exit(plain_mlflow, receivers: ReceiverFa
     report = health(receiver)
     assert report["model_loaded"] and report["load_failures"]["exit"] >= 2
     assert "SystemExit" in report["last_load_failure"]
-    assert metric(receiver, "hotswap_model_load_failures_total", {"reason": "exit"}) >= 2
-    assert metric(receiver, "hotswap_model_update_errors_total") >= 1
+    assert metric(receiver.url, "hotswap_model_load_failures_total", {"reason": "exit"}) >= 2
+    assert metric(receiver.url, "hotswap_model_update_errors_total") >= 1
 
 
 def test_a_version_whose_warm_up_hangs_is_abandoned(plain_mlflow,
                                                     receivers: ReceiverFactory) -> None:
     name = "chaos-hang"
     good = register_sklearn_model(plain_mlflow.url, name, seed=1)
-    promote(plain_mlflow.url, name, good)
+    promote(name, good, tracking_uri=plain_mlflow.url, archive_existing=False)
     receiver = receivers(plain_mlflow.url, name, HOTSWAP_LOAD_TIMEOUT=3,
                          HOTSWAP_TEST_HANG_ARMED=1, **QUIET)
     hangs = register_broken_model(plain_mlflow.url, name, code="hang_model.py")
-    promote(plain_mlflow.url, name, hangs, archive_existing=True)
+    promote(name, hangs, tracking_uri=plain_mlflow.url, archive_existing=True)
 
     reply = reload(receiver)
     assert reply.status_code == 502
@@ -108,10 +115,10 @@ def test_a_version_whose_warm_up_hangs_is_abandoned(plain_mlflow,
     report = health(receiver)
     assert report["abandoned_loads"] == [f"{name} version {hangs}"]
     assert report["load_failures"]["timeout"] >= 1
-    assert metric(receiver, "hotswap_model_load_failures_total", {"reason": "timeout"}) >= 1
+    assert metric(receiver.url, "hotswap_model_load_failures_total", {"reason": "timeout"}) >= 1
     # Later updates are not held up by the hung one.
     fixed = register_sklearn_model(plain_mlflow.url, name, seed=3)
-    promote(plain_mlflow.url, name, fixed, archive_existing=True)
+    promote(name, fixed, tracking_uri=plain_mlflow.url, archive_existing=True)
     assert reload(receiver).json()["status"] == "reloaded"
     predicts(receiver, fixed)
 
@@ -119,31 +126,31 @@ def test_a_version_whose_warm_up_hangs_is_abandoned(plain_mlflow,
 def test_the_artifact_store_answering_500(plain_mlflow, receivers: ReceiverFactory) -> None:
     name = "chaos-artifacts"
     good = register_sklearn_model(plain_mlflow.url, name, seed=1)
-    promote(plain_mlflow.url, name, good)
+    promote(name, good, tracking_uri=plain_mlflow.url, archive_existing=False)
     with mlflow_proxy(plain_mlflow.url) as proxy:
         receiver = receivers(proxy.url, name, **QUIET)
         newer = register_sklearn_model(plain_mlflow.url, name, seed=2)
-        promote(plain_mlflow.url, name, newer, archive_existing=True)
+        promote(name, newer, tracking_uri=plain_mlflow.url, archive_existing=True)
         proxy.mode = "fail"
         reply = reload(receiver)
         assert reply.status_code == 502 and proxy.artifact_failures >= 1
         predicts(receiver, good)
         assert health(receiver)["last_update_error"]
-        assert metric(receiver, "hotswap_model_load_failures_total", {"reason": "error"}) >= 1
+        assert metric(receiver.url, "hotswap_model_load_failures_total", {"reason": "error"}) >= 1
         proxy.mode = "pass"  # the store recovers: the next update goes through
         assert reload(receiver).json()["status"] == "reloaded"
         predicts(receiver, newer)
 
 
-def test_mlflow_killed_in_the_middle_of_a_download(own_mlflow: ServerProcess,
+def test_mlflow_killed_in_the_middle_of_a_download(own_mlflow: Process,
                                                    receivers: ReceiverFactory) -> None:
     name = "chaos-download"
     good = register_sklearn_model(own_mlflow.url, name, seed=1)
-    promote(own_mlflow.url, name, good)
+    promote(name, good, tracking_uri=own_mlflow.url, archive_existing=False)
     with mlflow_proxy(own_mlflow.url) as proxy:
         receiver = receivers(proxy.url, name, **QUIET)
         newer = register_sklearn_model(own_mlflow.url, name, seed=2)
-        promote(own_mlflow.url, name, newer, archive_existing=True)
+        promote(name, newer, tracking_uri=own_mlflow.url, archive_existing=True)
         proxy.mode = "stall"
         replies: list[requests.Response] = []
         reloading = threading.Thread(target=lambda: replies.append(reload(receiver)))
@@ -156,37 +163,37 @@ def test_mlflow_killed_in_the_middle_of_a_download(own_mlflow: ServerProcess,
         assert replies and replies[0].status_code == 502
     predicts(receiver, good)
     assert health(receiver)["last_update_error"]
-    assert metric(receiver, "hotswap_model_update_errors_total") >= 1
+    assert metric(receiver.url, "hotswap_model_update_errors_total") >= 1
 
 
 def test_an_unusable_model_folder(plain_mlflow, receivers: ReceiverFactory,
                                   tmp_path: Path) -> None:
     name = "chaos-folder"
     good = register_sklearn_model(plain_mlflow.url, name, seed=1)
-    promote(plain_mlflow.url, name, good)
+    promote(name, good, tracking_uri=plain_mlflow.url, archive_existing=False)
     folder = tmp_path / "models"
     receiver = receivers(plain_mlflow.url, name, HOTSWAP_MODEL_DIR=folder, **QUIET)
     # The folder turns unusable: a file where the directory was (root ignores permissions).
     os.rename(folder, tmp_path / "models-aside")
     folder.write_text("not a directory")
     newer = register_sklearn_model(plain_mlflow.url, name, seed=2)
-    promote(plain_mlflow.url, name, newer, archive_existing=True)
+    promote(name, newer, tracking_uri=plain_mlflow.url, archive_existing=True)
     reply = reload(receiver)
     assert reply.status_code == 502
     predicts(receiver, good)
     assert health(receiver)["last_update_error"]
-    assert metric(receiver, "hotswap_model_load_failures_total", {"reason": "error"}) >= 1
+    assert metric(receiver.url, "hotswap_model_load_failures_total", {"reason": "error"}) >= 1
     folder.unlink()
     os.rename(tmp_path / "models-aside", folder)
     assert reload(receiver).json()["status"] == "reloaded"
     predicts(receiver, newer)
 
 
-def test_receiver_killed_and_restarted_while_mlflow_is_down(own_mlflow: ServerProcess,
+def test_receiver_killed_and_restarted_while_mlflow_is_down(own_mlflow: Process,
                                                             tmp_path: Path) -> None:
     name = "chaos-restart"
     good = register_sklearn_model(own_mlflow.url, name, seed=1)
-    promote(own_mlflow.url, name, good)
+    promote(name, good, tracking_uri=own_mlflow.url, archive_existing=False)
     receiver = start_receiver(tmp_path, own_mlflow.url, name, env={"MODEL_UPDATE_INTERVAL": "600"})
     mlflow = own_mlflow
     try:
@@ -200,7 +207,7 @@ def test_receiver_killed_and_restarted_while_mlflow_is_down(own_mlflow: ServerPr
         # The error is recorded once the first refresh has failed (the counter moves first).
         wait_until(lambda: health(receiver)["last_update_error"], timeout=60,
                    message="a failed first load")
-        assert metric(receiver, "hotswap_model_update_errors_total") >= 1
+        assert metric(receiver.url, "hotswap_model_update_errors_total") >= 1
         answer = requests.post(receiver.url + "/invocations", json=sample_rows(), timeout=10)
         assert (answer.status_code, answer.json()["error_code"]) == (503, "MODEL_NOT_LOADED")
         assert int(answer.headers["Retry-After"]) >= 1
@@ -227,15 +234,15 @@ def test_a_receiver_that_never_answers_does_not_delay_the_others(tmp_path: Path)
             "HOTSWAP_TARGETS": targets, "HOTSWAP_TIMEOUT": "30", "HOTSWAP_MAX_RETRIES": "0"})
         try:
             first = register_sklearn_model(server.url, name, seed=1)
-            promote(server.url, name, first)
+            promote(name, first, tracking_uri=server.url, archive_existing=False)
             receiver = start_receiver(tmp_path, server.url, name, port=receiver_port,
                                       env={"MODEL_UPDATE_INTERVAL": "600"})
             try:
                 wait_until(lambda: served_version(receiver) == first, timeout=60)
                 for seed in (2, 3):  # the second swap comes while the first is still stuck
                     version = register_sklearn_model(server.url, name, seed=seed)
-                    promote(server.url, name, version, archive_existing=True)
-                    wait_until(lambda v=version: served_version(receiver) == v, timeout=10,
+                    promote(name, version, tracking_uri=server.url, archive_existing=True)
+                    wait_until(partial(serves, receiver, version), timeout=10,
                                interval=0.05, message=f"pushed swap to {version}")
                     predicts(receiver, version)
             finally:

@@ -20,20 +20,14 @@ import numpy as np
 import pytest
 import requests
 
-from tests.integration.conftest import ReceiverFactory, metric, served_version
-from tests.support.models import (
-    FEATURES,
-    promote,
-    register_gated_model,
-    register_tree_regressor,
-)
-from tests.support.processes import ServerProcess, start_receiver
-from tests.support.waiting import wait_until
+from examples.processes import Process, metric, promote, start_receiver, wait_until
+from tests.integration.conftest import ReceiverFactory, served_version
+from tests.support.models import FEATURES, register_gated_model, register_tree_regressor
 
 JSON = "application/json"
 
 
-def post(receiver: ServerProcess, body: bytes, content_type: str = JSON,
+def post(receiver: Process, body: bytes, content_type: str = JSON,
          timeout: float = 60) -> requests.Response:
     return requests.post(receiver.url + "/invocations", data=body, timeout=timeout,
                          headers={"Content-Type": content_type})
@@ -64,19 +58,19 @@ def distinct_bodies(count: int) -> list[tuple[bytes, str]]:
     return bodies
 
 
-def merged_calls(receiver: ServerProcess) -> tuple[float, float]:
+def merged_calls(receiver: Process) -> tuple[float, float]:
     """(predict calls, requests they scored) so far."""
-    return (metric(receiver, "hotswap_predict_batch_requests_count"),
-            metric(receiver, "hotswap_predict_batch_requests_sum"))
+    return (metric(receiver.url, "hotswap_predict_batch_requests_count"),
+            metric(receiver.url, "hotswap_predict_batch_requests_sum"))
 
 
 @pytest.fixture(scope="module")
-def tree(plain_mlflow: ServerProcess,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+def tree(plain_mlflow: Process,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str]]:
     """A receiver serving a scikit-learn tree regressor with the default lane settings."""
     name = "lane-tree"
     version = register_tree_regressor(plain_mlflow.url, name)
-    promote(plain_mlflow.url, name, version)
+    promote(name, version, tracking_uri=plain_mlflow.url, archive_existing=False)
     receiver = start_receiver(tmp_path_factory.mktemp("lane"), plain_mlflow.url, name,
                               env={"MODEL_UPDATE_INTERVAL": "600"})
     wait_until(lambda: requests.get(receiver.url + "/health/ready", timeout=2).ok, timeout=60)
@@ -189,7 +183,7 @@ def test_very_wide_bodies_are_refused_while_a_normal_client_is_served(tree) -> N
 
 
 @pytest.fixture(scope="module")
-def gated(plain_mlflow: ServerProcess) -> tuple[str, str, str]:
+def gated(plain_mlflow: Process) -> tuple[str, str, str]:
     """`lane-gated`: a custom pyfunc, v1 predicting f0 * 1 and v2 predicting f0 * 2."""
     name = "lane-gated"
     return (name, register_gated_model(plain_mlflow.url, name, factor=1.0),
@@ -216,23 +210,23 @@ def gate(tmp_path: Path) -> Iterator[Gate]:
     gate.open()
 
 
-def start_gated(receivers: ReceiverFactory, plain_mlflow: ServerProcess, name: str, gate: Gate,
-                **env: Any) -> ServerProcess:
+def start_gated(receivers: ReceiverFactory, plain_mlflow: Process, name: str, gate: Gate,
+                **env: Any) -> Process:
     return receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600,
                      HOTSWAP_TEST_GATE=str(gate.path), **env)
 
 
-def hold_and_queue(receiver: ServerProcess, pool: ThreadPoolExecutor, gate: Gate,
+def hold_and_queue(receiver: Process, pool: ThreadPoolExecutor, gate: Gate,
                    bodies: list[bytes]) -> list[Future[requests.Response]]:
     """Close the gate, send the first body and wait until its predict is held, then send the
     others and wait until all are in the lane."""
     gate.close()
-    calls = metric(receiver, "hotswap_predict_batch_rows_count")
+    calls = metric(receiver.url, "hotswap_predict_batch_rows_count")
     sent = [pool.submit(post, receiver, bodies[0])]
-    wait_until(lambda: metric(receiver, "hotswap_predict_batch_rows_count") == calls + 1,
+    wait_until(lambda: metric(receiver.url, "hotswap_predict_batch_rows_count") == calls + 1,
                timeout=30, message="first predict held")
     sent += [pool.submit(post, receiver, body) for body in bodies[1:]]
-    wait_until(lambda: metric(receiver, "hotswap_lane_queue_depth") == len(bodies),
+    wait_until(lambda: metric(receiver.url, "hotswap_lane_queue_depth") == len(bodies),
                timeout=30, message="requests queued")
     return sent
 
@@ -245,7 +239,7 @@ def one_row(value: float) -> bytes:
 def test_a_custom_pyfunc_is_merged_only_when_batching_is_on(plain_mlflow, receivers, gated, gate,
                                                             mode: str, calls: int) -> None:
     name, v1, _ = gated
-    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    promote(name, v1, tracking_uri=plain_mlflow.url, archive_existing=True)
     receiver = start_gated(receivers, plain_mlflow, name, gate, HOTSWAP_BATCHING=mode)
     with ThreadPoolExecutor(8) as pool:
         sent = hold_and_queue(receiver, pool, gate, [one_row(v) for v in range(7)])
@@ -260,7 +254,7 @@ def test_a_custom_pyfunc_is_merged_only_when_batching_is_on(plain_mlflow, receiv
 def test_a_full_lane_answers_503_with_retry_after_at_once(plain_mlflow, receivers, gated,
                                                          gate) -> None:
     name, v1, _ = gated
-    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    promote(name, v1, tracking_uri=plain_mlflow.url, archive_existing=True)
     receiver = start_gated(receivers, plain_mlflow, name, gate, HOTSWAP_MAX_QUEUE=3)
     with ThreadPoolExecutor(4) as pool:
         sent = hold_and_queue(receiver, pool, gate, [one_row(v) for v in range(3)])
@@ -268,7 +262,7 @@ def test_a_full_lane_answers_503_with_retry_after_at_once(plain_mlflow, receiver
         assert refused.status_code == 503
         assert refused.json()["error_code"] == "OVERLOADED"
         assert int(refused.headers["Retry-After"]) >= 1
-        assert metric(receiver, "hotswap_requests_shed_total", {"reason": "overloaded"}) == 1
+        assert metric(receiver.url, "hotswap_requests_shed_total", {"reason": "overloaded"}) == 1
         gate.open()
         assert [f.result().status_code for f in sent] == [200, 200, 200]
     assert post(receiver, one_row(9)).json() == {"predictions": [9.0]}
@@ -277,16 +271,16 @@ def test_a_full_lane_answers_503_with_retry_after_at_once(plain_mlflow, receiver
 def test_a_swap_while_requests_queue_keeps_each_answer_with_the_version_that_scored_it(
         plain_mlflow, receivers, gated, gate) -> None:
     name, v1, v2 = gated
-    promote(plain_mlflow.url, name, v1, archive_existing=True)
+    promote(name, v1, tracking_uri=plain_mlflow.url, archive_existing=True)
     receiver = start_gated(receivers, plain_mlflow, name, gate, HOTSWAP_BATCHING="on")
     with ThreadPoolExecutor(8) as pool:
         before = hold_and_queue(receiver, pool, gate, [one_row(v) for v in (1, 2, 3, 4)])
-        promote(plain_mlflow.url, name, v2, archive_existing=True)
+        promote(name, v2, tracking_uri=plain_mlflow.url, archive_existing=True)
         reload = requests.post(receiver.url + "/models/reload", timeout=60)
         assert reload.json()["model_version"] == v2, reload.text
         assert served_version(receiver) == v2
         after = [pool.submit(post, receiver, one_row(v)) for v in (5, 6, 7, 8)]
-        wait_until(lambda: metric(receiver, "hotswap_lane_queue_depth") == 8, timeout=30,
+        wait_until(lambda: metric(receiver.url, "hotswap_lane_queue_depth") == 8, timeout=30,
                    message="requests queued for both versions")
         gate.open()
         answers = [(f.result().headers["X-Model-Version"], f.result().json()["predictions"])

@@ -15,16 +15,24 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
 import requests
 from mlflow import MlflowClient
 
-from tests.integration.conftest import metric, served_version
-from tests.support.models import promote, register_broken_model, register_sklearn_model, sample_rows
-from tests.support.processes import ServerProcess, start_mlflow_server, start_receiver
-from tests.support.waiting import free_port, wait_until
+from examples.processes import (
+    Process,
+    free_port,
+    metric,
+    promote,
+    start_mlflow_server,
+    start_receiver,
+    wait_until,
+)
+from tests.integration.conftest import served_version
+from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
 
 SECRET = "rollout-secret"
 STAGED, ROLLOUT = "staged-model", "rollout-model"
@@ -32,11 +40,15 @@ PUSH_DEADLINE = 15.0  # far below the 600 s poll
 BODY = sample_rows(2)
 
 
+def ready(receiver: Process) -> bool:
+    return requests.get(receiver.url + "/health/ready", timeout=2).ok
+
+
 @dataclass
 class Stack:
-    server: ServerProcess
-    staged: ServerProcess
-    rollout: ServerProcess
+    server: Process
+    staged: Process
+    rollout: Process
 
     @property
     def client(self) -> MlflowClient:
@@ -50,11 +62,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     targets = ",".join(f"http://127.0.0.1:{port}/webhooks/mlflow" for port in ports.values())
     server = start_mlflow_server(workdir, extra_env={"HOTSWAP_TARGETS": targets,
                                                      "HOTSWAP_WEBHOOK_SECRET": SECRET})
-    started: list[ServerProcess] = [server]
+    started: list[Process] = [server]
     try:
         url = server.url
-        promote(url, STAGED, register_sklearn_model(url, STAGED, seed=0))
-        promote(url, ROLLOUT, register_sklearn_model(url, ROLLOUT, seed=0))
+        for name in (STAGED, ROLLOUT):
+            promote(name, register_sklearn_model(url, name, seed=0), tracking_uri=url,
+                    archive_existing=False)
         challenger = register_sklearn_model(url, ROLLOUT, seed=1, inverted=True)
         MlflowClient(url).set_registered_model_alias(ROLLOUT, "challenger", challenger)
         common = {"MODEL_UPDATE_INTERVAL": "600", "HOTSWAP_WEBHOOK_SECRET": SECRET}
@@ -70,21 +83,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 receivers[role] = future.result()
                 started.append(receivers[role])
         for receiver in receivers.values():
-            wait_until(lambda r=receiver: requests.get(r.url + "/health/ready", timeout=2).ok,
-                       timeout=60, message="receiver ready")
+            wait_until(partial(ready, receiver), timeout=60, message="receiver ready")
         yield Stack(server, receivers["staged"], receivers["rollout"])
     finally:
         for process in reversed(started):
             process.stop()
 
 
-def current(receiver: ServerProcess) -> dict[str, Any]:
+def current(receiver: Process) -> dict[str, Any]:
     answer = requests.get(receiver.url + "/models/current", timeout=5)
     answer.raise_for_status()
     return dict(answer.json())
 
 
-def predict(session: requests.Session, receiver: ServerProcess, key: str | None = None,
+def predict(session: requests.Session, receiver: Process, key: str | None = None,
             path: str = "/invocations") -> requests.Response:
     headers = {"X-Hotswap-Key": key} if key is not None else {}
     return session.post(receiver.url + path, json=BODY, headers=headers, timeout=10)
@@ -94,22 +106,22 @@ def test_a_staging_version_is_loaded_before_its_promotion_which_downloads_nothin
         stack: Stack) -> None:
     url = stack.server.url
     version = register_sklearn_model(url, STAGED, seed=1)
-    promote(url, STAGED, version, "Staging")
+    promote(STAGED, version, "Staging", tracking_uri=url, archive_existing=False)
     wait_until(lambda: current(stack.staged)["prewarmed"][0]["version"] == version,
                timeout=PUSH_DEADLINE, message=f"version {version} pre-warmed")
     with requests.Session() as session:
         answers = [predict(session, stack.staged) for _ in range(20)]
     # Loaded, yet never served at the default endpoint.
     assert {(a.status_code, a.headers["X-Model-Version"]) for a in answers} == {(200, "1")}
-    misses = metric(stack.staged, "hotswap_model_cache_misses_total")
-    hits = metric(stack.staged, "hotswap_model_cache_hits_total")
+    misses = metric(stack.staged.url, "hotswap_model_cache_misses_total")
+    hits = metric(stack.staged.url, "hotswap_model_cache_hits_total")
 
-    promote(url, STAGED, version, "Production", archive_existing=True)
+    promote(STAGED, version, "Production", tracking_uri=url, archive_existing=True)
     wait_until(lambda: served_version(stack.staged) == version, timeout=PUSH_DEADLINE,
                message=f"version {version} served")
 
-    assert metric(stack.staged, "hotswap_model_cache_misses_total") == misses
-    assert metric(stack.staged, "hotswap_model_cache_hits_total") == hits + 1
+    assert metric(stack.staged.url, "hotswap_model_cache_misses_total") == misses
+    assert metric(stack.staged.url, "hotswap_model_cache_hits_total") == hits + 1
     # The same refresh then finds Staging empty (the version moved on).
     wait_until(lambda: current(stack.staged)["prewarmed"] == [
         {"reference": "Staging", "version": None, "loaded_at": None}],
@@ -135,15 +147,15 @@ def test_a_20_percent_canary_answers_a_fifth_and_a_key_is_sticky(stack: Stack) -
     assert all(len(seen) == 1 for seen in keyed.values()), keyed
     assert {side for seen in keyed.values() for side in seen} == {("1", "primary"),
                                                                   ("2", "canary")}
-    assert metric(stack.rollout, "hotswap_predictions_total",
+    assert metric(stack.rollout.url, "hotswap_predictions_total",
                   {"model": ROLLOUT, "version": "2", "role": "canary"}) >= sides[("2", "canary")]
 
 
-def shadow_accounted(receiver: ServerProcess, version: str, answered: int) -> bool:
+def shadow_accounted(receiver: Process, version: str, answered: int) -> bool:
     """Every primary answer since the shadow's arrival was compared with it or shed."""
     labels = {"model": ROLLOUT, "version": version}
-    done = (metric(receiver, "hotswap_shadow_comparisons_total", labels)
-            + metric(receiver, "hotswap_shadow_shed_total", labels))
+    done = (metric(receiver.url, "hotswap_shadow_comparisons_total", labels)
+            + metric(receiver.url, "hotswap_shadow_shed_total", labels))
     return done == answered
 
 
@@ -151,7 +163,7 @@ def test_a_shadow_never_changes_an_answer_and_its_comparisons_are_counted(
         stack: Stack) -> None:
     with requests.Session() as session:
         pinned = predict(session, stack.rollout, path=f"/models/{ROLLOUT}/versions/1/invocations")
-        primary = metric(stack.rollout, "hotswap_predictions_total",
+        primary = metric(stack.rollout.url, "hotswap_predictions_total",
                          {"model": ROLLOUT, "version": "1", "role": "primary"})
         # Every primary answer so far at the followed endpoints has had its shadow; the one
         # pinned request has not.
@@ -169,11 +181,11 @@ def test_a_shadow_never_changes_an_answer_and_its_comparisons_are_counted(
     wait_until(lambda: shadow_accounted(stack.rollout, "2", int(primary) - 1 + len(answers)),
                timeout=10, message="the new shadows accounted for")
     labels = {"model": ROLLOUT, "version": "2"}
-    compared = metric(stack.rollout, "hotswap_shadow_comparisons_total", labels)
+    compared = metric(stack.rollout.url, "hotswap_shadow_comparisons_total", labels)
     assert compared >= 1
     # The challenger was trained on flipped labels: it disagrees on every row.
-    assert metric(stack.rollout, "hotswap_shadow_disagreements_total", labels) == compared
-    assert metric(stack.rollout, "hotswap_predictions_total",
+    assert metric(stack.rollout.url, "hotswap_shadow_disagreements_total", labels) == compared
+    assert metric(stack.rollout.url, "hotswap_predictions_total",
                   {**labels, "role": "shadow"}) == compared
 
 
@@ -193,9 +205,9 @@ def test_moving_the_challenger_alias_moves_canary_and_shadow_at_once(stack: Stac
         roles = {predict(session, stack.rollout, f"user-{i}").headers["X-Model-Version"]
                  for i in range(30)}
     assert roles == {"1", version}  # the same keys as before: their canary share moved too
-    wait_until(lambda: metric(stack.rollout, "hotswap_shadow_comparisons_total",
+    wait_until(lambda: metric(stack.rollout.url, "hotswap_shadow_comparisons_total",
                               {"model": ROLLOUT, "version": version})
-               + metric(stack.rollout, "hotswap_shadow_shed_total",
+               + metric(stack.rollout.url, "hotswap_shadow_shed_total",
                         {"model": ROLLOUT, "version": version}) >= 1,
                timeout=10, message=f"version {version} shadowing")
 

@@ -132,7 +132,7 @@ def test_the_receiver_serves_the_example_model_to_json_clients(
 
 
 def test_the_gate_refuses_a_worse_model_and_promotes_a_better_one(
-        mlflow_server: ServerProcess) -> None:
+        mlflow_server: Process) -> None:
     name = "fraud_gated"
     url = mlflow_server.url
     client = MlflowClient(url)
@@ -168,7 +168,7 @@ def test_the_gate_refuses_a_worse_model_and_promotes_a_better_one(
         name, "2").tags["training.data_fingerprint"]
 
 
-def test_a_gate_that_fails_its_threshold_moves_nothing(mlflow_server: ServerProcess) -> None:
+def test_a_gate_that_fails_its_threshold_moves_nothing(mlflow_server: Process) -> None:
     name = "fraud_gate_threshold"
     out = run_script("--tracking-uri", mlflow_server.url, "--model-name", name,
                      "--n-estimators", "5", "--rows", "2000", "--promote-if", "roc_auc>=0.9999",

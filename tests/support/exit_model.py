@@ -4,9 +4,10 @@ in a custom model's load_context does when it finds unexpected arguments."""
 import sys
 
 import mlflow
+from mlflow.pyfunc import PythonModel
 
 
-class ExitsOnLoad(mlflow.pyfunc.PythonModel):
+class ExitsOnLoad(PythonModel):
     def load_context(self, context):
         sys.exit(2)
 

@@ -8,9 +8,10 @@ import os
 import threading
 
 import mlflow
+from mlflow.pyfunc import PythonModel
 
 
-class HangsOnPredict(mlflow.pyfunc.PythonModel):
+class HangsOnPredict(PythonModel):
     def predict(self, context, model_input, params=None):
         if os.environ.get("HOTSWAP_TEST_HANG_ARMED"):
             threading.Event().wait()  # forever: a deadlocked model

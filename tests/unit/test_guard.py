@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from examples.processes import wait_until
 from receiver.guard import LoadGuard, LoadTimedOut
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel, ModelLoadFailed, ModelNotFound
-from tests.support.waiting import wait_until
 
 
 def model(version: str) -> LoadedModel:

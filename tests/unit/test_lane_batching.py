@@ -325,7 +325,7 @@ def test_malformed_bodies_fail_alone_before_the_queue() -> None:
     pyfunc.release.set()
     lane, model, _, _ = make_lane(pyfunc)
 
-    async def scenario() -> list[Any]:
+    async def scenario() -> tuple[Any, ...]:
         return await asyncio.gather(_outcome(lane.score(model, b"{not json", JSON)),
                                     _outcome(lane.score(model, body(1), JSON)))
 

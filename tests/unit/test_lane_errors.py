@@ -13,11 +13,11 @@ def test_overloaded_is_503_with_retry_after() -> None:
     response = asyncio.run(handle_domain_error(None, Overloaded("full")))  # type: ignore[arg-type]
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) >= 1
-    assert json.loads(response.body) == {"error_code": "OVERLOADED", "message": "full"}
+    assert json.loads(bytes(response.body)) == {"error_code": "OVERLOADED", "message": "full"}
 
 
 def test_deadline_exceeded_is_504() -> None:
     response = asyncio.run(handle_domain_error(None, DeadlineExceeded("late")))  # type: ignore[arg-type]
     assert response.status_code == 504
     assert "retry-after" not in response.headers
-    assert json.loads(response.body) == {"error_code": "REQUEST_TIMEOUT", "message": "late"}
+    assert json.loads(bytes(response.body)) == {"error_code": "REQUEST_TIMEOUT", "message": "late"}

@@ -34,7 +34,8 @@ def test_a_prewarmed_version_is_loaded_ahead_and_its_promotion_is_a_cache_hit() 
 
     async def scenario() -> None:
         async with running(updater):
-            assert updater.served("m").version == "1"  # never served at the default endpoint
+            # never served at the default endpoint
+            assert (served := updater.served("m")) is not None and served.version == "1"
             held = updater.held("m", STAGING)
             assert held is not None and held.version == "2"
             assert registry.loads == ["1", "2"]
@@ -66,7 +67,7 @@ def test_moving_the_alias_moves_what_is_held_and_a_broken_version_holds_nothing(
             # The registry no longer points at 3, and 4 cannot load: nothing is held.
             assert updater.held("m", CHALLENGER) is None
             assert result.status == {"m": "unchanged"} and "m @challenger" in result.errors
-            assert updater.served("m").version == "1"
+            assert (served := updater.served("m")) is not None and served.version == "1"
 
     run(scenario())
     assert metrics.registry.get_sample_value("hotswap_model_update_errors_total") == 1
