@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from examples.processes import wait_until
 from receiver.app import create_app
 from receiver.references import Reference, Share
 from receiver.registry import LoadedModel
@@ -51,6 +52,12 @@ def client() -> Iterator[tuple[TestClient, Service]]:
                         shadow=Share(STAGING, 100.0))
     service = Service(settings, registry=registry)  # type: ignore[arg-type]
     with TestClient(create_app(service=service)) as test_client:
+        updater = service.updater
+        # The startup refresh runs in the background: wait for it, not for a first request.
+        wait_until(lambda: updater.served("m") is not None
+                   and updater.held("m", STAGING) is not None
+                   and updater.held("m", CHALLENGER) is not None,
+                   timeout=30, message="the served version and both rollout versions loaded")
         yield test_client, service
 
 

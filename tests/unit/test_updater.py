@@ -53,6 +53,9 @@ class FakeRegistry:
     def release(self, model: LoadedModel) -> None:
         self.released.append(model.version)
 
+    def close(self) -> None:
+        pass
+
 
 class FakeClock:
     """Monotonic time that moves only when the test says so."""
