@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ExceptionHandler
@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         Route("/version", endpoints.version, methods=["GET"]),
     ]
     handlers: dict[Any, ExceptionHandler] = dict.fromkeys(DOMAIN_ERRORS, handle_domain_error)
-    handlers.update({ApiError: handle_api_error, Exception: _internal_error,
+    handlers.update({ApiError: handle_api_error, ClientDisconnect: _client_gone,
+                     Exception: _internal_error,
                      404: _not_found, 405: _method_not_allowed})
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.service = service
@@ -76,6 +77,13 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
 async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
     return error_response(405, "METHOD_NOT_ALLOWED",
                           f"{request.method} is not allowed on {request.url.path}.")
+
+
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    # The client hung up mid-body: nobody reads this answer, and it is not our error.
+    logger.info("Client left before sending its whole body: %s %s", request.method,
+                request.url.path)
+    return error_response(400, "CLIENT_DISCONNECTED", "The request body was cut short.")
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,8 +1,8 @@
 """Pinned-version requests (`/models/{name}/versions/{version}/invocations`): any caller may
 name any version, so what they can make the receiver load is bounded here.
 
-- A version has one spelling, `1`: `01` or an Arabic-Indic `1` is not found, and loads nothing, so no caller
-  can fill the cache with copies of one version.
+- A version has one spelling, `1`: `01` or an Arabic-Indic `1` is not found, and loads
+  nothing, so no caller can fill the cache with copies of one version.
 - At most PINNED_LOADS versions load at once for pinned requests; beyond that, 503 at once.
 - A version that failed to load is answered from a negative cache for FAILED_TTL seconds,
   instead of being downloaded again for every request that names it.
@@ -33,7 +33,7 @@ class PinnedLoadsBusy(RuntimeError):
 
 
 def canonical_version(version: str) -> bool:
-    """True for `1`, `42`; False for `0`, `01`, `+1`, `1.0`, other scripts' digits or anything else."""
+    """True for `1`, `42`; False for `0`, `01`, `+1`, `1.0`, other scripts' digits..."""
     return (0 < len(version) <= _MAX_DIGITS and version.isascii() and version.isdigit()
             and version[0] != "0")
 
