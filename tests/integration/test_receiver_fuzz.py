@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from examples.processes import promote
 from tests.integration.conftest import ReceiverFactory
-from tests.support.models import FEATURES, promote, register_sklearn_model, sample_rows
+from tests.support.models import FEATURES, register_sklearn_model, sample_rows
 
 REQUESTS = 2500
 TIME_BUDGET = 150.0  # seconds; the fuzzer stops early rather than slow the suite
@@ -26,8 +27,8 @@ DELIBERATE = {503, 504}
 Request = tuple[str, str, dict[str, str], bytes]
 
 
-def mutate(rng: random.Random, data: bytes) -> bytes:
-    data = bytearray(data)
+def mutate(rng: random.Random, original: bytes) -> bytes:
+    data = bytearray(original)
     for _ in range(rng.randint(1, 4)):
         choice, at = rng.randint(0, 4), rng.randrange(max(1, len(data)))
         if choice == 0 and data:
@@ -38,7 +39,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
             data[at:at] = rng.choice([b"{", b"[", b"]", b"}", b",", b'"', b"\\", b"NaN",
                                       b"1e999", b"-", b"\xff", b"\x00", b"null", b"9" * 400])
         elif choice == 3:
-            data = data[:at]
+            del data[at:]
         else:
             data += data[at:at + rng.randint(1, 200)]
     return bytes(data)
@@ -158,7 +159,7 @@ def test_thousands_of_hostile_requests_get_no_500_and_serving_goes_on(
         plain_mlflow, receivers: ReceiverFactory) -> None:
     name = "fuzz-model"
     version = register_sklearn_model(plain_mlflow.url, name)
-    promote(plain_mlflow.url, name, version)
+    promote(name, version, tracking_uri=plain_mlflow.url, archive_existing=False)
     receiver = receivers(plain_mlflow.url, name, MODEL_UPDATE_INTERVAL=600)
 
     stop = threading.Event()
