@@ -11,6 +11,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from starlette.testclient import TestClient
 
+from examples.processes import wait_until
 from receiver.app import create_app
 from receiver.registry import LoadedModel, ModelNotFound, Registry
 from receiver.service import Service
@@ -57,6 +58,9 @@ def served() -> Iterator[tuple[TestClient, FakeRegistry]]:
                         update_interval=600)
     app = create_app(service=Service(settings, registry=registry))  # type: ignore[arg-type]
     with TestClient(app, raise_server_exceptions=False) as client:
+        # The startup load runs in the background: wait for it, so no test races it.
+        wait_until(lambda: client.get("/health/ready").status_code == 200, timeout=30,
+                   message="version 1 served")
         yield client, registry
     registry.hang.set()
     assert registry.closed
