@@ -410,7 +410,7 @@ while note.pending().get(sys.argv[1]) != 2 and time.monotonic() < deadline:
     time.sleep(0.01)
 if sys.argv[2] == "sigterm":
     os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(30)  # never reached: SIGTERM still ends the process
+    signal.pause()  # never returns: SIGTERM still ends the process
 """
 
 
