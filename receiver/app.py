@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         try:
             yield
         finally:
+            await service.shadow.stop()
             await service.updater.stop()
             service.registry.close()
 

@@ -116,7 +116,7 @@ async def _score(request: Request, model: LoadedModel, role: Role = "primary",
     except Exception:
         metrics.prediction_errors.labels(**labels).inc()
         raise
-    metrics.prediction_latency.labels(role=role).observe(time.perf_counter() - started)
+    metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
     metrics.predictions.labels(**labels).inc()
     # Starlette runs a background task once the response is sent: the shadow cannot touch it.
     background = (BackgroundTask(service.shadow, shadow, body, mime, content)

@@ -12,6 +12,9 @@ retried request by request, so only a bad request gets its 400.
 
 Every request has a deadline (HOTSWAP_REQUEST_TIMEOUT): past it the client gets DeadlineExceeded,
 and a request not yet taken into a `predict` is dropped, never scored for nobody.
+
+`score_all` is the same parse, merge and predict for work that runs outside the lane in a
+thread of its own (the shadow): no admission, no deadline, no predict slot.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import numpy as np
@@ -63,6 +66,22 @@ class DeadlineExceeded(TimeoutError):
 
 class _Dropped(Exception):
     """A request's work skipped: its client was answered already."""
+
+
+class _Rows(Protocol):
+    """What a `predict` call needs of one request."""
+
+    data: Any
+    params: dict[str, Any] | None
+    rows: int
+
+
+@dataclass
+class _Parsed:
+    data: Any
+    params: dict[str, Any] | None
+    rows: int
+    key: Hashable | None  # requests merge only with an equal key; None: never merged
 
 
 @dataclass(eq=False)
@@ -147,7 +166,6 @@ class ScoringLane:
             raise
         finally:
             self._admit(-1)
-        self._metrics.prediction_duration.observe(self._clock() - started)
         return content
 
     def _admit(self, change: int) -> None:
@@ -170,6 +188,7 @@ class ScoringLane:
                                                model, body, mime, batchable)
             request.data, request.params, request.rows, request.key = parsed
             if not batchable:
+                self._observe_call([request])
                 answer = await self._in_thread(request, self._limiters.predictions,
                                                self._alone, model, request)
                 if isinstance(answer, scoring.BadInput):
@@ -224,6 +243,36 @@ class ScoringLane:
         key = _merge_key(data, params) if batchable and rows else None
         return data, params, rows, key
 
+    def _observe_call(self, batch: Sequence[_Rows]) -> None:
+        self._metrics.batch_rows.observe(sum(request.rows for request in batch))
+        self._metrics.batch_requests.observe(len(batch))
+
+    # -- outside the lane ---------------------------------------------------------------------
+
+    def score_all(self, model: LoadedModel, bodies: Sequence[tuple[bytes, str]],
+                  ) -> list[bytes | scoring.BadInput]:
+        """Blocking: each `(body, mime)`'s predictions from `model` as JSON, or its BadInput,
+        merged into as few `predict` calls as the lane would make. Runs in the caller's thread,
+        so the caller chooses which."""
+        batchable = self.batchable(model)
+        answers: list[bytes | scoring.BadInput] = [b""] * len(bodies)
+        groups: dict[Hashable, list[tuple[int, _Parsed]]] = {}
+        for index, (body, mime) in enumerate(bodies):
+            try:
+                shape.check(body, mime, model.input_schema)
+                parsed = _Parsed(*self._parse(model, body, mime, batchable))
+            except scoring.BadInput as exc:
+                answers[index] = exc
+                continue
+            group = parsed.key if parsed.key is not None else ("alone", index)
+            groups.setdefault(group, []).append((index, parsed))
+        for members in groups.values():
+            for call in _by_rows(members, self._max_rows):
+                scored = self._predict(model, [parsed for _, parsed in call])
+                for (index, _), answer in zip(call, scored, strict=True):
+                    answers[index] = answer
+        return answers
+
     # -- the batcher --------------------------------------------------------------------------
 
     def _enqueue(self, model: LoadedModel, request: _Request) -> None:
@@ -242,6 +291,7 @@ class ScoringLane:
                 if not batch:
                     continue
                 answers: list[bytes | Exception]
+                self._observe_call(batch)
                 try:
                     answers = [*await threads.run(self._predict, batcher.model, batch,
                                                   limiter=self._limiters.predictions)]
@@ -290,14 +340,14 @@ class ScoringLane:
 
     # -- in the predict slot ------------------------------------------------------------------
 
-    def _predict(self, model: LoadedModel, batch: list[_Request]) -> list[bytes | scoring.BadInput]:
+    def _predict(self, model: LoadedModel, batch: Sequence[_Rows],
+                 ) -> list[bytes | scoring.BadInput]:
         """Each request's predictions as JSON, or its BadInput; runs in the predict slot."""
         if len(batch) == 1:
             return [self._alone(model, batch[0])]
         total = sum(request.rows for request in batch)
         try:
-            raw = self._call(model, _merge([r.data for r in batch], model), batch[0].params,
-                             total, len(batch))
+            raw = self._call(model, _merge([r.data for r in batch], model), batch[0].params)
             if _length(raw) != total:
                 raise ValueError(f"{_length(raw)} predictions for {total} rows")
             answers: list[bytes | scoring.BadInput] = []
@@ -312,20 +362,18 @@ class ScoringLane:
                          len(batch), exc)
             return [self._alone(model, request) for request in batch]
 
-    def _alone(self, model: LoadedModel, request: _Request) -> bytes | scoring.BadInput:
+    def _alone(self, model: LoadedModel, request: _Rows) -> bytes | scoring.BadInput:
         try:
             data = request.data
             if isinstance(data, np.ndarray):
                 data = scoring.rows_frame(data, model.input_schema)
-            raw = self._call(model, data, request.params, request.rows, 1)
+            raw = self._call(model, data, request.params)
         except scoring.BadInput as exc:
             return exc
         return scoring.predictions_json(raw)
 
-    def _call(self, model: LoadedModel, data: Any, params: dict[str, Any] | None, rows: int,
-              requests: int) -> Any:
-        self._metrics.batch_rows.observe(rows)
-        self._metrics.batch_requests.observe(requests)
+    @staticmethod
+    def _call(model: LoadedModel, data: Any, params: dict[str, Any] | None) -> Any:
         try:
             return model.pyfunc.predict(data, params=params)
         except MlflowException as exc:  # schema enforcement speaks through MlflowException
@@ -353,6 +401,20 @@ def _merge_key(data: Any, params: dict[str, Any] | None) -> Hashable | None:
         return ("frame", tuple(data.columns), tuple(str(t) for t in data.dtypes),
                 canonical_params)
     return None  # tensors and dicts are scored alone
+
+
+def _by_rows(members: list[tuple[int, _Parsed]], max_rows: int,
+             ) -> list[list[tuple[int, _Parsed]]]:
+    """`members` in order, cut into calls of at most `max_rows` rows (a larger one alone)."""
+    calls: list[list[tuple[int, _Parsed]]] = []
+    rows = 0
+    for member in members:
+        if not calls or rows + member[1].rows > max_rows:
+            calls.append([])
+            rows = 0
+        calls[-1].append(member)
+        rows += member[1].rows
+    return calls
 
 
 def _merge(parts: list[Any], model: LoadedModel) -> pd.DataFrame:

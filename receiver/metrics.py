@@ -27,8 +27,10 @@ class Metrics:
             "hotswap_model_reloads", "Swaps to a new model version, by what triggered them",
             ["trigger"], registry=r)
         self.prediction_duration = Histogram(
-            "hotswap_prediction_duration_seconds", "Time to score one request",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            "hotswap_prediction_duration_seconds",
+            "Time to score one request, waiting included, by role (primary and canary: from "
+            "the body read to its predictions; shadow: from the answer sent to the comparison)",
+            ["role"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r)
         self.registry_resolves = Counter(
             "hotswap_registry_resolves", "Lookups of the followed stage or alias in MLflow",
@@ -65,11 +67,6 @@ class Metrics:
         self.prediction_errors = Counter(
             "hotswap_prediction_errors", "Predictions that failed, by model version and role",
             roles, registry=r)
-        self.prediction_latency = Histogram(
-            "hotswap_prediction_latency_seconds",
-            "Time from a request's admission to its predictions (waiting included), by role",
-            ["role"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=r)
         self.shadow_comparisons = Counter(
             "hotswap_shadow_comparisons", "Shadow predictions compared with the primary's",
             ["model", "version"], registry=r)

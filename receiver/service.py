@@ -28,6 +28,7 @@ class Service:
         self.pinned = PinnedModels(self.updater, self.metrics)
         self.lane = ScoringLane(settings, self.limiters, self.metrics)
         self.router = Router(settings.canary, settings.shadow)
-        self.shadow = ShadowScorer(self.lane, self.metrics)
+        self.shadow = ShadowScorer(self.lane, self.limiters.shadow, self.metrics,
+                                   settings.max_queue)
         self.verifier = WebhookVerifier(settings.webhook_secret, settings.webhook_max_age)
         self.started_at = time.monotonic()

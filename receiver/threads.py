@@ -23,22 +23,27 @@ MODEL_WORK_THREADS = 4
 # Request bodies parsed at once, outside the predict slot: parsing holds the GIL, so more
 # threads would only contend, but more than one keeps a large body from delaying small ones.
 PARSE_THREADS = 4
+# Shadow predictions: one thread of their own, so a primary never waits for a slot behind one.
+SHADOW_THREADS = 1
 
 
 @dataclass(frozen=True)
 class Limiters:
-    """The bounds on worker threads: model work, parsing request bodies, predictions."""
+    """The bounds on worker threads: model work, parsing request bodies, predictions, shadow
+    predictions."""
 
     model_work: anyio.CapacityLimiter
     predictions: anyio.CapacityLimiter
     parsing: anyio.CapacityLimiter
+    shadow: anyio.CapacityLimiter
 
     @classmethod
     def create(cls, predict_threads: int) -> Limiters:
         # anyio lets a limiter be made before the event loop runs; it binds on first use.
         return cls(model_work=anyio.CapacityLimiter(MODEL_WORK_THREADS),
                    predictions=anyio.CapacityLimiter(predict_threads),
-                   parsing=anyio.CapacityLimiter(PARSE_THREADS))
+                   parsing=anyio.CapacityLimiter(PARSE_THREADS),
+                   shadow=anyio.CapacityLimiter(SHADOW_THREADS))
 
 
 async def run(func: Callable[..., T], *args: Any, limiter: anyio.CapacityLimiter) -> T:

@@ -87,9 +87,12 @@ def test_the_shadow_runs_after_primary_answers_and_is_compared(
     answers = [http.post("/invocations", json=BODY) for _ in range(40)]
     primary = [a for a in answers if a.headers["X-Model-Role"] == "primary"]
     assert primary and all(a.json() == {"predictions": [1, 1]} for a in primary)
-    # TestClient returns once the background task is done: every primary answer was shadowed
-    # (nothing queued here, so nothing shed), and version 3 always disagrees with version 1.
+    # Shadows gather and run after the answers: every primary answer is shadowed (nothing
+    # queued here, so nothing shed), and version 3 always disagrees with version 1.
+    wait_until(lambda: sample(service, "hotswap_shadow_comparisons_total", version="3")
+               >= len(primary), timeout=30, message="every primary answer shadowed")
     assert sample(service, "hotswap_shadow_comparisons_total", version="3") == len(primary)
+    assert sample(service, "hotswap_shadow_shed_total", version="3") == 0
     assert sample(service, "hotswap_shadow_disagreements_total", version="3") == len(primary)
     assert sample(service, "hotswap_predictions_total", version="3", role="shadow") == len(primary)
     assert sample(service, "hotswap_predictions_total", version="1", role="primary") == len(primary)

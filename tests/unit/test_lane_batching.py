@@ -331,3 +331,24 @@ def test_malformed_bodies_fail_alone_before_the_queue() -> None:
 
     bad, good = asyncio.run(scenario())
     assert isinstance(bad, scoring.BadInput) and good == predictions(1)
+
+
+# -- score_all: the same merging for work outside the lane (the shadow) -------------------------
+
+def test_score_all_merges_what_the_lane_would_and_fails_only_bad_bodies() -> None:
+    pyfunc = FakePyfunc()
+    pyfunc.release.set()
+    lane, model, metrics, _ = make_lane(pyfunc, batch_max_rows=3)
+    bodies = [body(1), body(2, columns=("a", "b")), body(3, 4), body(-1), b"{not json",
+              body(5)]
+    answers = lane.score_all(model, [(b, JSON) for b in bodies])
+    scored = [json.loads(a) if isinstance(a, bytes) else a for a in answers]
+    assert scored[:3] == [predictions(1), predictions(2), predictions(3, 4)]
+    assert scored[5] == predictions(5)
+    assert all(isinstance(a, scoring.BadInput) for a in answers[3:5])
+    # Column a: [1], [3, 4] fill a 3-row call; [-1] and [5] the next, which fails and is
+    # retried alone. Columns a, b: alone. The malformed body never reaches predict.
+    assert pyfunc.calls == [3, 2, 1, 1, 1]
+    # Outside the lane: its call counters are the lane's own traffic only.
+    assert metrics.registry.get_sample_value("hotswap_predict_batch_requests_count") == 0
+    assert lane.depth() == 0

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from receiver.metrics import Metrics
@@ -152,24 +153,38 @@ def test_agreement_compares_predictions() -> None:
 # -- the shadow -------------------------------------------------------------------------------
 
 class FakeLane:
+    """Answers every body with `answer` (or raises it); busy while `busy` says so."""
+
     def __init__(self, answer: bytes | Exception, busy: bool = False) -> None:
-        self.answer, self._busy, self.scored = answer, busy, 0
+        self.answer, self.is_busy = answer, busy
+        self.calls: list[int] = []  # bodies per score_all call
 
     def busy(self) -> bool:
-        return self._busy
+        return self.is_busy
 
-    async def score(self, model: LoadedModel, body: bytes, mime: str) -> bytes:
-        self.scored += 1
+    def score_all(self, model: LoadedModel, bodies: list[tuple[bytes, str]]) -> list[bytes]:
+        self.calls.append(len(bodies))
         if isinstance(self.answer, Exception):
             raise self.answer
-        return self.answer
+        return [self.answer] * len(bodies)
 
 
-def shadow_run(lane: FakeLane, primary: list[Any]) -> Metrics:
+def shadow_run(lane: FakeLane, primary: list[Any], shadows: int = 1,
+               max_pending: int = 64, max_wait: float = 60) -> Metrics:
+    """`shadows` requests handed over back to back (no await between them lets the drain
+    start), then every one scored or shed."""
     metrics = Metrics()
-    scorer = ShadowScorer(lane, metrics)  # type: ignore[arg-type]
-    asyncio.run(scorer(model("3"), b"{}", "application/json",
-                       json.dumps({"predictions": primary}).encode()))
+
+    async def scenario() -> None:
+        scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), metrics,  # type: ignore[arg-type]
+                              max_pending, linger=0, max_wait=max_wait)
+        answer, shadow = json.dumps({"predictions": primary}).encode(), model("3")
+        for _ in range(shadows):
+            await scorer(shadow, b"{}", "application/json", answer)
+        await scorer.join()
+        assert scorer.pending() == 0
+
+    asyncio.run(scenario())
     return metrics
 
 
@@ -186,11 +201,60 @@ def test_a_shadow_counts_agreement_and_disagreement() -> None:
     assert sample(disagreeing, "hotswap_shadow_disagreements_total") == 1
 
 
+def test_shadows_handed_over_together_are_scored_in_one_call() -> None:
+    lane = FakeLane(b'{"predictions": [1]}')
+    metrics = shadow_run(lane, [1], shadows=5)
+    assert lane.calls == [5]
+    assert sample(metrics, "hotswap_shadow_comparisons_total") == 5
+    assert metrics.registry.get_sample_value("hotswap_prediction_duration_seconds_count",
+                                             {"role": "shadow"}) == 5
+
+
+def test_shadows_beyond_the_pending_bound_are_shed() -> None:
+    lane = FakeLane(b'{"predictions": [1]}')
+    metrics = shadow_run(lane, [1], shadows=5, max_pending=2)
+    assert lane.calls == [2]
+    assert sample(metrics, "hotswap_shadow_comparisons_total") == 2
+    assert sample(metrics, "hotswap_shadow_shed_total") == 3
+
+
+def test_shadows_wait_while_the_lane_is_busy_and_run_once_it_is_not() -> None:
+    lane = FakeLane(b'{"predictions": [1]}', busy=True)
+    metrics = Metrics()
+
+    async def scenario() -> None:
+        scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), metrics,  # type: ignore[arg-type]
+                              8, linger=0)
+        await scorer(model("3"), b"{}", "application/json", b'{"predictions": [1]}')
+        for _ in range(20):  # drain rounds while the lane stays busy: nothing runs
+            await asyncio.sleep(0)
+        assert lane.calls == [] and scorer.pending() == 1
+        lane.is_busy = False
+        await scorer.join()
+
+    asyncio.run(scenario())
+    assert lane.calls == [1] and sample(metrics, "hotswap_shadow_comparisons_total") == 1
+
+
 def test_a_busy_lane_sheds_the_shadow_and_a_failing_one_is_counted() -> None:
     lane = FakeLane(b'{"predictions": [1]}', busy=True)
-    shed = shadow_run(lane, [1])
-    assert lane.scored == 0 and sample(shed, "hotswap_shadow_shed_total") == 1
+    shed = shadow_run(lane, [1], max_wait=0)
+    assert lane.calls == [] and sample(shed, "hotswap_shadow_shed_total") == 1
     assert sample(shed, "hotswap_shadow_comparisons_total") is None
     failed = shadow_run(FakeLane(RuntimeError("boom")), [1])
     assert sample(failed, "hotswap_prediction_errors_total", role="shadow") == 1
     assert sample(failed, "hotswap_shadow_comparisons_total") is None
+
+
+def test_stop_drops_waiting_shadows_and_ends_the_drain() -> None:
+    lane = FakeLane(b'{"predictions": [1]}', busy=True)
+
+    async def scenario() -> ShadowScorer:
+        scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), Metrics(),  # type: ignore[arg-type]
+                              8, linger=0)
+        await scorer(model("3"), b"{}", "application/json", b'{"predictions": [1]}')
+        await scorer.stop()
+        await scorer.join()  # returns: no drain left
+        return scorer
+
+    assert asyncio.run(scenario()).pending() == 0 and lane.calls == []
