@@ -29,11 +29,16 @@ from tests.support.postgres import PostgresServer, postgres_server
 def plain_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     """A real `mlflow server` with MLflow's own SQLite registry store (no plugin), so the
     receiver's tests depend on nothing but MLflow."""
-    workdir = tmp_path_factory.mktemp("mlflow")
-    backend = f"sqlite:///{workdir / 'mlflow.db'}"
-    server = start_mlflow_server(workdir, backend_uri=backend, registry_uri=backend)
+    server = start_plain_mlflow(tmp_path_factory.mktemp("mlflow"))
     yield server
     server.stop()
+
+
+def start_plain_mlflow(workdir: Path, port: int | None = None) -> Process:
+    """`mlflow server` on MLflow's own SQLite store in `workdir`, the plugin left out; on `port`
+    again, it comes back with what it held."""
+    backend = f"sqlite:///{workdir / 'mlflow.db'}"
+    return start_mlflow_server(workdir, backend_uri=backend, registry_uri=backend, port=port)
 
 
 @pytest.fixture(scope="session")
