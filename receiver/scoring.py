@@ -61,6 +61,9 @@ def parse(body: bytes, mime: str, schema: Schema | None,
           as_rows: bool = False) -> tuple[Any, dict[str, Any] | None]:
     """Model input and params from a request body; BadInput when it is malformed.
 
+    Call shape.check first: a body far wider than the signature (a CSV header above all,
+    which pandas reads in quadratic time) is refused there, not here.
+
     With `as_rows`, the common case (see _all_double_rows) comes back as its bare float64
     array, for rows_frame() to turn into the frame later: the scoring lane builds one frame
     for many requests."""
@@ -137,26 +140,11 @@ def _all_double_rows(split: Any, schema: Schema | None) -> np.ndarray | None:
         raise BadInput("A number in 'dataframe_split' is too large for a double.") from None
 
 
-# pandas takes time quadratic in a CSV header's repeated names: a 660 KB one-line body kept
-# the predict thread for minutes. Far more fields than the signature names is not an input.
-MAX_CSV_FIELDS = 4096
-
-
-def _csv_field_limit(schema: Schema | None) -> int:
-    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
-        return MAX_CSV_FIELDS
-    return min(MAX_CSV_FIELDS, 2 * len(schema.input_names()) + 16)
-
-
 def _parse_csv(body: bytes, schema: Schema | None) -> pd.DataFrame:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInput(f"The CSV body is not valid UTF-8: {exc}.") from None
-    limit = _csv_field_limit(schema)
-    fields = text.partition("\n")[0].count(",") + 1
-    if fields > limit:
-        raise BadInput(f"The CSV header has {fields} fields; at most {limit} are read here.")
     try:
         return parse_csv_input(io.StringIO(text), schema)
     except MlflowException as exc:

@@ -14,19 +14,8 @@ if [ ! -f "$PINS" ]; then
   exit 2
 fi
 VENV="$ROOT/.venv-mlflow-$VERSION"
-PYTHON="${PYTHON:-python3}"
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "==> creating .venv-mlflow-$VERSION"
-  "$PYTHON" -m venv "$VENV"
-fi
-stamp="$VENV/.hotswap-installed"
-want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$PINS" | sha256sum | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "==> installing MLflow $VERSION and mlflow-hotswap into .venv-mlflow-$VERSION"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -c "$PINS" mlflow -e "$ROOT[test]"
-  echo "$want" > "$stamp"
-fi
+source "$ROOT/scripts/venv.sh"
+ensure_venv "$VENV" "$PINS" mlflow
 source "$ROOT/scripts/ensure-chromium.sh"
 cd "$ROOT"
 export PATH="$VENV/bin:$PATH"

@@ -29,7 +29,7 @@ from examples.processes import (
     start_receiver,
     wait_until,
 )
-from tests.integration.conftest import ReceiverFactory, served_version
+from tests.integration.conftest import ReceiverFactory, served_version, serves, start_plain_mlflow
 from tests.support.hung import hung_server
 from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
 from tests.support.proxy import mlflow_proxy
@@ -44,10 +44,6 @@ def predicts(receiver: Process, version: str) -> None:
     assert receiver.alive()
 
 
-def serves(receiver: Process, version: str) -> bool:
-    return served_version(receiver) == version
-
-
 def reload(receiver: Process, timeout: float = 120) -> requests.Response:
     return requests.post(receiver.url + "/models/reload", timeout=timeout)
 
@@ -57,27 +53,38 @@ def health(receiver: Process) -> dict[str, Any]:
     return reply.json()
 
 
+def release(tracking_uri: str, name: str, seed: int) -> str:
+    """A new version of `name` in Production (the ones there archived); its number."""
+    version = register_sklearn_model(tracking_uri, name, seed=seed)
+    promote(name, version, tracking_uri=tracking_uri, archive_existing=True)
+    return version
+
+
+def update_fails(receiver: Process, kept: str) -> None:
+    """A reload that fails with an error: `kept` is still served, and /health and /metrics
+    show the failure."""
+    assert reload(receiver).status_code == 502
+    predicts(receiver, kept)
+    assert health(receiver)["last_update_error"]
+    assert metric(receiver.url, "hotswap_model_load_failures_total", {"reason": "error"}) >= 1
+
+
+def updates_to(receiver: Process, version: str) -> None:
+    assert reload(receiver).json()["status"] == "reloaded"
+    predicts(receiver, version)
+
+
 @pytest.fixture
 def own_mlflow(tmp_path: Path) -> Iterator[Process]:
     """An MLflow server of this test's own, for tests that kill it."""
-    workdir = tmp_path / "mlflow"
-    backend = f"sqlite:///{workdir / 'mlflow.db'}"
-    server = start_mlflow_server(workdir, backend_uri=backend, registry_uri=backend)
+    server = start_plain_mlflow(tmp_path / "mlflow")
     yield server
     server.stop()
 
 
-def restart(server: Process) -> Process:
-    workdir = server.log_path.parent
-    backend = f"sqlite:///{workdir / 'mlflow.db'}"
-    return start_mlflow_server(workdir, backend_uri=backend, registry_uri=backend,
-                               port=server.port)
-
-
 def test_a_version_whose_load_calls_sys_exit(plain_mlflow, receivers: ReceiverFactory) -> None:
     name = "chaos-exit"
-    good = register_sklearn_model(plain_mlflow.url, name, seed=1)
-    promote(name, good, tracking_uri=plain_mlflow.url, archive_existing=False)
+    good = release(plain_mlflow.url, name, seed=1)
     receiver = receivers(plain_mlflow.url, name, **QUIET)
     exits = register_broken_model(plain_mlflow.url, name, code="exit_model.py")
     promote(name, exits, tracking_uri=plain_mlflow.url, archive_existing=True)
@@ -101,8 +108,7 @@ def test_a_version_whose_load_calls_sys_exit(plain_mlflow, receivers: ReceiverFa
 def test_a_version_whose_warm_up_hangs_is_abandoned(plain_mlflow,
                                                     receivers: ReceiverFactory) -> None:
     name = "chaos-hang"
-    good = register_sklearn_model(plain_mlflow.url, name, seed=1)
-    promote(name, good, tracking_uri=plain_mlflow.url, archive_existing=False)
+    good = release(plain_mlflow.url, name, seed=1)
     receiver = receivers(plain_mlflow.url, name, HOTSWAP_LOAD_TIMEOUT=3,
                          HOTSWAP_TEST_HANG_ARMED=1, **QUIET)
     hangs = register_broken_model(plain_mlflow.url, name, code="hang_model.py")
@@ -117,40 +123,29 @@ def test_a_version_whose_warm_up_hangs_is_abandoned(plain_mlflow,
     assert report["load_failures"]["timeout"] >= 1
     assert metric(receiver.url, "hotswap_model_load_failures_total", {"reason": "timeout"}) >= 1
     # Later updates are not held up by the hung one.
-    fixed = register_sklearn_model(plain_mlflow.url, name, seed=3)
-    promote(name, fixed, tracking_uri=plain_mlflow.url, archive_existing=True)
-    assert reload(receiver).json()["status"] == "reloaded"
-    predicts(receiver, fixed)
+    updates_to(receiver, release(plain_mlflow.url, name, seed=3))
 
 
 def test_the_artifact_store_answering_500(plain_mlflow, receivers: ReceiverFactory) -> None:
     name = "chaos-artifacts"
-    good = register_sklearn_model(plain_mlflow.url, name, seed=1)
-    promote(name, good, tracking_uri=plain_mlflow.url, archive_existing=False)
+    good = release(plain_mlflow.url, name, seed=1)
     with mlflow_proxy(plain_mlflow.url) as proxy:
         receiver = receivers(proxy.url, name, **QUIET)
-        newer = register_sklearn_model(plain_mlflow.url, name, seed=2)
-        promote(name, newer, tracking_uri=plain_mlflow.url, archive_existing=True)
+        newer = release(plain_mlflow.url, name, seed=2)
         proxy.mode = "fail"
-        reply = reload(receiver)
-        assert reply.status_code == 502 and proxy.artifact_failures >= 1
-        predicts(receiver, good)
-        assert health(receiver)["last_update_error"]
-        assert metric(receiver.url, "hotswap_model_load_failures_total", {"reason": "error"}) >= 1
+        update_fails(receiver, good)
+        assert proxy.artifact_failures >= 1
         proxy.mode = "pass"  # the store recovers: the next update goes through
-        assert reload(receiver).json()["status"] == "reloaded"
-        predicts(receiver, newer)
+        updates_to(receiver, newer)
 
 
 def test_mlflow_killed_in_the_middle_of_a_download(own_mlflow: Process,
                                                    receivers: ReceiverFactory) -> None:
     name = "chaos-download"
-    good = register_sklearn_model(own_mlflow.url, name, seed=1)
-    promote(name, good, tracking_uri=own_mlflow.url, archive_existing=False)
+    good = release(own_mlflow.url, name, seed=1)
     with mlflow_proxy(own_mlflow.url) as proxy:
         receiver = receivers(proxy.url, name, **QUIET)
-        newer = register_sklearn_model(own_mlflow.url, name, seed=2)
-        promote(name, newer, tracking_uri=own_mlflow.url, archive_existing=True)
+        release(own_mlflow.url, name, seed=2)
         proxy.mode = "stall"
         replies: list[requests.Response] = []
         reloading = threading.Thread(target=lambda: replies.append(reload(receiver)))
@@ -169,31 +164,23 @@ def test_mlflow_killed_in_the_middle_of_a_download(own_mlflow: Process,
 def test_an_unusable_model_folder(plain_mlflow, receivers: ReceiverFactory,
                                   tmp_path: Path) -> None:
     name = "chaos-folder"
-    good = register_sklearn_model(plain_mlflow.url, name, seed=1)
-    promote(name, good, tracking_uri=plain_mlflow.url, archive_existing=False)
+    good = release(plain_mlflow.url, name, seed=1)
     folder = tmp_path / "models"
     receiver = receivers(plain_mlflow.url, name, HOTSWAP_MODEL_DIR=folder, **QUIET)
     # The folder turns unusable: a file where the directory was (root ignores permissions).
     os.rename(folder, tmp_path / "models-aside")
     folder.write_text("not a directory")
-    newer = register_sklearn_model(plain_mlflow.url, name, seed=2)
-    promote(name, newer, tracking_uri=plain_mlflow.url, archive_existing=True)
-    reply = reload(receiver)
-    assert reply.status_code == 502
-    predicts(receiver, good)
-    assert health(receiver)["last_update_error"]
-    assert metric(receiver.url, "hotswap_model_load_failures_total", {"reason": "error"}) >= 1
+    newer = release(plain_mlflow.url, name, seed=2)
+    update_fails(receiver, good)
     folder.unlink()
     os.rename(tmp_path / "models-aside", folder)
-    assert reload(receiver).json()["status"] == "reloaded"
-    predicts(receiver, newer)
+    updates_to(receiver, newer)
 
 
 def test_receiver_killed_and_restarted_while_mlflow_is_down(own_mlflow: Process,
                                                             tmp_path: Path) -> None:
     name = "chaos-restart"
-    good = register_sklearn_model(own_mlflow.url, name, seed=1)
-    promote(name, good, tracking_uri=own_mlflow.url, archive_existing=False)
+    good = release(own_mlflow.url, name, seed=1)
     receiver = start_receiver(tmp_path, own_mlflow.url, name, env={"MODEL_UPDATE_INTERVAL": "600"})
     mlflow = own_mlflow
     try:
@@ -213,7 +200,8 @@ def test_receiver_killed_and_restarted_while_mlflow_is_down(own_mlflow: Process,
         assert int(answer.headers["Retry-After"]) >= 1
         report = requests.get(receiver.url + "/health", timeout=5)
         assert report.status_code == 503 and not report.json()["model_loaded"]
-        mlflow = restart(mlflow)  # MLflow is back: the receiver's retry loads the model
+        # MLflow is back: the receiver's retry loads the model.
+        mlflow = start_plain_mlflow(mlflow.log_path.parent, port=mlflow.port)
         wait_until(lambda: requests.get(receiver.url + "/health/ready", timeout=2).ok,
                    timeout=90, message="ready after MLflow returned")
         predicts(receiver, good)
@@ -233,15 +221,13 @@ def test_a_receiver_that_never_answers_does_not_delay_the_others(tmp_path: Path)
         server = start_mlflow_server(workdir, extra_env={
             "HOTSWAP_TARGETS": targets, "HOTSWAP_TIMEOUT": "30", "HOTSWAP_MAX_RETRIES": "0"})
         try:
-            first = register_sklearn_model(server.url, name, seed=1)
-            promote(name, first, tracking_uri=server.url, archive_existing=False)
+            first = release(server.url, name, seed=1)
             receiver = start_receiver(tmp_path, server.url, name, port=receiver_port,
                                       env={"MODEL_UPDATE_INTERVAL": "600"})
             try:
                 wait_until(lambda: served_version(receiver) == first, timeout=60)
                 for seed in (2, 3):  # the second swap comes while the first is still stuck
-                    version = register_sklearn_model(server.url, name, seed=seed)
-                    promote(name, version, tracking_uri=server.url, archive_existing=True)
+                    version = release(server.url, name, seed=seed)
                     wait_until(partial(serves, receiver, version), timeout=10,
                                interval=0.05, message=f"pushed swap to {version}")
                     predicts(receiver, version)

@@ -17,9 +17,9 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from examples.processes import Process, free_port, start_mlflow_server, start_receiver, wait_until
+from examples.processes import Process, wait_until
+from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.capture import CaptureServer, capture_server
-from tests.support.models import register_sklearn_model
 
 pytestmark = pytest.mark.compat
 
@@ -39,35 +39,16 @@ class Stack:
         return MlflowClient(tracking_uri=self.server.url, registry_uri=self.server.url)
 
 
-def served(receiver: Process) -> str | None:
-    response = requests.get(receiver.url + "/models/current", timeout=5)
-    return str(response.json()["version"]) if response.status_code == 200 else None
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("compat")
-    receiver_port = free_port()
-    with capture_server(secret=SECRET) as capture:
-        server = start_mlflow_server(workdir, extra_env={
-            "HOTSWAP_TARGETS": f"http://127.0.0.1:{receiver_port}/webhooks/mlflow,{capture.url}",
-            "HOTSWAP_WEBHOOK_SECRET": SECRET})
-        receiver = None
-        try:
-            for seed in (0, 1):
-                register_sklearn_model(server.url, MODEL, seed=seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                MlflowClient(server.url).transition_model_version_stage(MODEL, "1", "Production")
-            receiver = start_receiver(workdir, server.url, MODEL, port=receiver_port, env={
-                "MODEL_UPDATE_INTERVAL": "600", "HOTSWAP_WEBHOOK_SECRET": SECRET})
-            wait_until(lambda: served(receiver) == "1", timeout=120,
-                       message="receiver serving version 1")
-            yield Stack(server, receiver, capture)
-        finally:
-            if receiver is not None:
-                receiver.stop()
-            server.stop()
+    receiver = ReceiverSpec(MODEL)
+    with capture_server(secret=SECRET) as capture, \
+            PluginStack(tmp_path_factory.mktemp("compat"), secret=SECRET) as plugin:
+        server = plugin.start_server([receiver.webhook, capture.url])
+        plugin.register(MODEL)
+        receivers = plugin.start_receivers([receiver])
+        plugin.wait_serving("1", receivers)
+        yield Stack(server, receivers[0], capture)
 
 
 def test_runs_on_the_mlflow_under_test(stack: Stack) -> None:
@@ -80,7 +61,7 @@ def test_stage_transition_with_archiving_is_pushed(stack: Stack) -> None:
         warnings.simplefilter("ignore")
         stack.client.transition_model_version_stage(MODEL, "2", "Production",
                                                     archive_existing_versions=True)
-    wait_until(lambda: served(stack.receiver) == "2", timeout=SWAP_DEADLINE, interval=0.1,
+    wait_until(lambda: served_version(stack.receiver) == "2", timeout=SWAP_DEADLINE, interval=0.1,
                message="receiver serving version 2")
     [promoted] = stack.capture.wait_for("model_version.stage_transitioned",
                                         lambda d: d.data["to_stage"] == "Production"

@@ -16,26 +16,21 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import pytest
-import requests
 from mlflow import MlflowClient
 
 from examples.processes import (
     Process,
     free_port,
     metric,
-    promote,
-    start_mlflow_server,
     start_receiver,
     wait_until,
 )
+from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.capture import CaptureServer, capture_server
-from tests.support.models import register_sklearn_model
 from tests.support.registry import fake_dns_env, ui_delete_alias, ui_set_alias, ui_transition
 
 MODEL = "e2e-model"
@@ -92,70 +87,34 @@ def start_replica(stack_dir: Path, server_url: str, host: str, port: int) -> Pro
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("plugin-e2e")
     replica_port = port_free_on_all(REPLICA_HOSTS)
-    alias_port = free_port()
+    replicas = [ReceiverSpec(MODEL, {"MODEL_STAGE": "Production"}, host=host, port=replica_port,
+                             log_name=f"replica-{host}.log") for host in REPLICA_HOSTS]
+    by_alias = ReceiverSpec(MODEL, {"MODEL_ALIAS": "champion"}, log_name="by-alias.log")
+    by_native = ReceiverSpec(MODEL, {"MODEL_ALIAS": "champion",
+                                     "HOTSWAP_WEBHOOK_SECRET": NATIVE_SECRET},
+                             log_name="by-native-webhook.log")
     dns_env = fake_dns_env(workdir, {REPLICA_NAME: REPLICA_HOSTS})
-    with capture_server(secret=SECRET) as capture:
-        targets = [f"http://{REPLICA_NAME}:{replica_port}/webhooks/mlflow",
-                   f"http://127.0.0.1:{alias_port}/webhooks/mlflow", capture.url]
-        server = start_mlflow_server(workdir, extra_env={
-            **dns_env, "HOTSWAP_TARGETS": ",".join(targets), "HOTSWAP_WEBHOOK_SECRET": SECRET,
-            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"})
-        processes = [server]
-        try:
-            for seed in (0, 1):
-                register_sklearn_model(server.url, MODEL, seed=seed)
-            promote(MODEL, "1", tracking_uri=server.url, archive_existing=False)
-            client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
-            # Before any alias event: MLflow caches each event's webhook list for a while.
-            native_port = free_port()
-            client.create_webhook(name="native", events=["model_version_alias.created"],
-                                  url=f"http://127.0.0.1:{native_port}/webhooks/mlflow",
-                                  secret=NATIVE_SECRET)
-            client.set_registered_model_alias(MODEL, "champion", "1")
-            with ThreadPoolExecutor(max_workers=5) as pool:
-                starting = [pool.submit(start_replica, workdir, server.url, host, replica_port)
-                            for host in REPLICA_HOSTS]
-                starting.append(pool.submit(
-                    start_receiver, workdir, server.url, MODEL,
-                    env=receiver_env(MODEL_ALIAS="champion"), port=alias_port,
-                    log_name="by-alias.log"))
-                starting.append(pool.submit(
-                    start_receiver, workdir, server.url, MODEL,
-                    env=receiver_env(MODEL_ALIAS="champion", HOTSWAP_WEBHOOK_SECRET=NATIVE_SECRET),
-                    port=native_port, log_name="by-native-webhook.log"))
-                outcomes: list[Process | Exception] = []
-                for future in starting:  # collect every one, so all get stopped on failure
-                    try:
-                        outcomes.append(future.result())
-                    except Exception as exc:  # noqa: BLE001
-                        outcomes.append(exc)
-            receivers = [r for r in outcomes if isinstance(r, Process)]
-            processes += receivers
-            for failed in [r for r in outcomes if isinstance(r, Exception)]:
-                raise failed
-            stack = Stack(workdir, server, capture, receivers[:3], receivers[3], receivers[4],
-                          replica_port, dns_env)
-            for receiver in receivers:
-                wait_until(partial(serves, receiver, "1"), timeout=120,
-                           message=f"{receiver.url} serving version 1")
-            yield stack
-        finally:
-            for process in reversed(processes):
-                process.stop()
-
-
-def served(receiver: Process) -> str | None:
-    response = requests.get(f"{receiver.url}/models/current", timeout=5)
-    return str(response.json()["version"]) if response.status_code == 200 else None
-
-
-def serves(receiver: Process, version: str) -> bool:
-    return served(receiver) == version
+    with capture_server(secret=SECRET) as capture, PluginStack(workdir, secret=SECRET) as plugin:
+        targets = [f"http://{REPLICA_NAME}:{replica_port}/webhooks/mlflow", by_alias.webhook,
+                   capture.url]
+        server = plugin.start_server(targets, extra_env={
+            **dns_env, "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"})
+        plugin.register(MODEL)
+        client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+        # Before any alias event: MLflow caches each event's webhook list for a while.
+        client.create_webhook(name="native", events=["model_version_alias.created"],
+                              url=by_native.webhook, secret=NATIVE_SECRET)
+        client.set_registered_model_alias(MODEL, "champion", "1")
+        receivers = plugin.start_receivers([*replicas, by_alias, by_native])
+        plugin.wait_serving("1", receivers)
+        yield Stack(workdir, server, capture, receivers[:3], receivers[3], receivers[4],
+                    replica_port, dns_env)
 
 
 def wait_served(receivers: list[Process], version: str,
                 timeout: float = SWAP_DEADLINE) -> None:
-    wait_until(lambda: all(served(r) == version for r in receivers), timeout=timeout,
+    wait_until(lambda: all(served_version(r) == version for r in receivers), timeout=timeout,
                interval=0.05, message=f"{[r.url for r in receivers]} serving version {version}")
 
 
@@ -168,7 +127,7 @@ def webhook_count(receiver: Process, outcome: str) -> float:
 
 
 def test_ui_stage_transition_swaps_every_replica_within_2s(stack: Stack) -> None:
-    target = other(served(stack.replicas[0]))
+    target = other(served_version(stack.replicas[0]))
     ui_transition(stack.server.url, MODEL, target, "Production", archive_existing=True)
     wait_served(stack.replicas, target)
     # Each replica was told by its own delivery (one per address of the name).
@@ -177,7 +136,7 @@ def test_ui_stage_transition_swaps_every_replica_within_2s(stack: Stack) -> None
 
 
 def test_client_stage_transition_swaps_every_replica_within_2s(stack: Stack) -> None:
-    target = other(served(stack.replicas[0]))
+    target = other(served_version(stack.replicas[0]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stack.client.transition_model_version_stage(MODEL, target, "Production",
@@ -191,14 +150,14 @@ def test_client_stage_transition_swaps_every_replica_within_2s(stack: Stack) -> 
 
 def test_alias_set_and_delete_reach_the_receiver(stack: Stack) -> None:
     receiver = stack.by_alias
-    target = other(served(receiver))
+    target = other(served_version(receiver))
     ui_set_alias(stack.server.url, MODEL, "champion", target)
     wait_served([receiver], target)
     accepted = webhook_count(receiver, "accepted")
     ui_delete_alias(stack.server.url, MODEL, "champion")
     wait_until(lambda: webhook_count(receiver, "accepted") == accepted + 1, timeout=SWAP_DEADLINE,
                message="the alias deletion accepted by the receiver")
-    assert served(receiver) == target  # nothing to follow: it keeps serving what it has
+    assert served_version(receiver) == target  # nothing to follow: it keeps serving what it has
     stack.client.set_registered_model_alias(MODEL, "champion", other(target))
     wait_served([receiver], other(target))
 
@@ -209,7 +168,7 @@ def test_mlflow_native_webhook_is_accepted_by_the_receiver(stack: Stack) -> None
     [webhook] = list(client.list_webhooks())
     result = client.test_webhook(webhook.webhook_id)
     assert (result.success, result.response_status) == (True, 202)
-    target = other(served(stack.by_native_webhook))
+    target = other(served_version(stack.by_native_webhook))
     client.set_registered_model_alias(MODEL, "champion", target)
     wait_served([stack.by_native_webhook, stack.by_alias], target)
     assert webhook_count(stack.by_native_webhook, "rejected") == 0
@@ -240,7 +199,7 @@ def test_test_event_cli_against_the_receivers(stack: Stack) -> None:
 def test_every_receiver_down_the_change_is_quick_and_a_returning_receiver_catches_up(
         stack: Stack) -> None:
     # Last in this module: it stops the receivers.
-    target = other(served(stack.replicas[0]))
+    target = other(served_version(stack.replicas[0]))
     for receiver in [*stack.replicas, stack.by_alias]:
         receiver.stop()
     failures_before = stack.server.log().count("failed after 4 attempt(s)")

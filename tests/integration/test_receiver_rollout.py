@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -22,16 +21,8 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from examples.processes import (
-    Process,
-    free_port,
-    metric,
-    promote,
-    start_mlflow_server,
-    start_receiver,
-    wait_until,
-)
-from tests.integration.conftest import served_version
+from examples.processes import Process, metric, promote, wait_until
+from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
 
 SECRET = "rollout-secret"
@@ -57,37 +48,19 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("rollout")
-    ports = {"staged": free_port(), "rollout": free_port()}
-    targets = ",".join(f"http://127.0.0.1:{port}/webhooks/mlflow" for port in ports.values())
-    server = start_mlflow_server(workdir, extra_env={"HOTSWAP_TARGETS": targets,
-                                                     "HOTSWAP_WEBHOOK_SECRET": SECRET})
-    started: list[Process] = [server]
-    try:
-        url = server.url
+    staged = ReceiverSpec(STAGED, {"MODEL_PREWARM": "Staging"}, log_name="staged.log")
+    rollout = ReceiverSpec(ROLLOUT, {"MODEL_CANARY": "@challenger:20",
+                                     "MODEL_SHADOW": "@challenger"}, log_name="rollout.log")
+    with PluginStack(tmp_path_factory.mktemp("rollout"), secret=SECRET) as plugin:
+        server = plugin.start_server([staged.webhook, rollout.webhook])
         for name in (STAGED, ROLLOUT):
-            promote(name, register_sklearn_model(url, name, seed=0), tracking_uri=url,
-                    archive_existing=False)
-        challenger = register_sklearn_model(url, ROLLOUT, seed=1, inverted=True)
-        MlflowClient(url).set_registered_model_alias(ROLLOUT, "challenger", challenger)
-        common = {"MODEL_UPDATE_INTERVAL": "600", "HOTSWAP_WEBHOOK_SECRET": SECRET}
-        envs = {"staged": (STAGED, {**common, "MODEL_PREWARM": "Staging"}),
-                "rollout": (ROLLOUT, {**common, "MODEL_CANARY": "@challenger:20",
-                                      "MODEL_SHADOW": "@challenger"})}
-        with ThreadPoolExecutor(2) as pool:
-            futures = {role: pool.submit(start_receiver, workdir, url, name, env=env,
-                                         port=ports[role], log_name=f"{role}.log")
-                       for role, (name, env) in envs.items()}
-            receivers = {}
-            for role, future in futures.items():
-                receivers[role] = future.result()
-                started.append(receivers[role])
-        for receiver in receivers.values():
+            plugin.register(name, versions=1)
+        challenger = register_sklearn_model(server.url, ROLLOUT, seed=1, inverted=True)
+        MlflowClient(server.url).set_registered_model_alias(ROLLOUT, "challenger", challenger)
+        receivers = plugin.start_receivers([staged, rollout])
+        for receiver in receivers:
             wait_until(partial(ready, receiver), timeout=60, message="receiver ready")
-        yield Stack(server, receivers["staged"], receivers["rollout"])
-    finally:
-        for process in reversed(started):
-            process.stop()
+        yield Stack(server, *receivers)
 
 
 def current(receiver: Process) -> dict[str, Any]:

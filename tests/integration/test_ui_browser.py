@@ -17,19 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 from mlflow import MlflowClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from examples.processes import (
-    Process,
-    free_port,
-    promote,
-    start_mlflow_server,
-    start_receiver,
-    wait_until,
-)
-from tests.support.models import register_sklearn_model
+from examples.processes import Process, wait_until
+from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 
 pytestmark = pytest.mark.compat
 
@@ -50,41 +42,19 @@ class Stack:
     by_alias: Process  # follows @champion
 
 
-def served(receiver: Process) -> str | None:
-    response = requests.get(receiver.url + "/models/current", timeout=5)
-    return str(response.json()["version"]) if response.status_code == 200 else None
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("ui")
-    stage_port, alias_port = free_port(), free_port()
-    targets = ",".join(f"http://127.0.0.1:{port}/webhooks/mlflow"
-                       for port in (stage_port, alias_port))
-    server = start_mlflow_server(workdir, extra_env={"HOTSWAP_TARGETS": targets})
-    started = [server]
-    try:
-        for seed in (0, 1):
-            register_sklearn_model(server.url, MODEL, seed=seed)
-        promote(MODEL, "1", tracking_uri=server.url, archive_existing=False)
+    by_stage = ReceiverSpec(MODEL, {"MODEL_STAGE": "Production"}, log_name="receiver-stage.log")
+    by_alias = ReceiverSpec(MODEL, {"MODEL_ALIAS": ALIAS}, log_name="receiver-alias.log")
+    with PluginStack(tmp_path_factory.mktemp("ui")) as plugin:
+        server = plugin.start_server([by_stage.webhook, by_alias.webhook])
+        plugin.register(MODEL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             MlflowClient(server.url).set_registered_model_alias(MODEL, ALIAS, "1")
-        push_only = {"MODEL_UPDATE_INTERVAL": "600"}
-        by_stage = start_receiver(workdir, server.url, MODEL, port=stage_port,
-                                  env={**push_only, "MODEL_STAGE": "Production"},
-                                  log_name="receiver-stage.log")
-        started.append(by_stage)
-        by_alias = start_receiver(workdir, server.url, MODEL, port=alias_port,
-                                  env={**push_only, "MODEL_ALIAS": ALIAS},
-                                  log_name="receiver-alias.log")
-        started.append(by_alias)
-        wait_until(lambda: served(by_stage) == "1" and served(by_alias) == "1", timeout=120,
-                   message="both receivers serving version 1")
-        yield Stack(server, by_stage, by_alias)
-    finally:
-        for process in reversed(started):
-            process.stop()
+        receivers = plugin.start_receivers([by_stage, by_alias])
+        plugin.wait_serving("1", receivers)
+        yield Stack(server, *receivers)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +132,7 @@ def test_stage_dropdown_with_archiving_swaps_the_receiver(
     tab.get_by_role("status").filter(has_text="Production").wait_for()
     shot("version-2-in-production")
 
-    wait_until(lambda: served(stack.by_stage) == "2", timeout=SWAP_DEADLINE, interval=0.1,
+    wait_until(lambda: served_version(stack.by_stage) == "2", timeout=SWAP_DEADLINE, interval=0.1,
                message="the stage-following receiver serving version 2")
     client = MlflowClient(stack.server.url)
     with warnings.catch_warnings():
@@ -194,6 +164,6 @@ def test_alias_editor_moves_the_alias_and_swaps_the_receiver(
     tab.get_by_role("status", name=ALIAS).wait_for()
     shot("version-2-is-champion")
 
-    wait_until(lambda: served(stack.by_alias) == "2", timeout=SWAP_DEADLINE, interval=0.1,
+    wait_until(lambda: served_version(stack.by_alias) == "2", timeout=SWAP_DEADLINE, interval=0.1,
                message=f"the @{ALIAS} receiver serving version 2")
     assert MlflowClient(stack.server.url).get_model_version_by_alias(MODEL, ALIAS).version == "2"

@@ -12,11 +12,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from examples.processes import wait_until
 from mlflow_hotswap_plugin import signing
+from tests.support.loopback import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Delivery:
         return self.payload["data"]
 
 
-class CaptureServer:
+class CaptureServer(LoopbackServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, secret: str | None = None) -> None:
         self.secret = secret
         self.scripted: list[int] = []  # statuses to answer before the usual 202/401
@@ -61,24 +62,11 @@ class CaptureServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.host = host
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        super().__init__(Handler, host, port)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/webhooks/mlflow"
-
-    def start(self) -> CaptureServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def _record(self, path: str, headers: dict[str, str], body: bytes) -> int:
         signature_ok = None
@@ -141,7 +129,7 @@ def capture_servers_on_one_port(hosts: list[str],
                 servers.append(CaptureServer(host, first.port, secret=secret))
         except OSError:  # the port is taken on another address: try another
             for server in servers:
-                server._server.server_close()
+                server.stop()
             continue
         break
     else:

@@ -11,17 +11,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 import requests
+
+from tests.support.loopback import LoopbackServer
 
 Mode = Literal["pass", "fail", "stall"]
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
                "content-encoding", "host"}
 
 
-class MlflowProxy:
+class MlflowProxy(LoopbackServer):
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.mode: Mode = "pass"
@@ -39,11 +41,8 @@ class MlflowProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        super().__init__(Handler)
+        self.url = f"http://{self.host}:{self.port}"
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -87,14 +86,9 @@ class MlflowProxy:
         handler.end_headers()
         handler.wfile.write(content)
 
-    def start(self) -> MlflowProxy:
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
 
 
 @contextmanager

@@ -1,6 +1,7 @@
-"""Property-based fuzzing of everything that reads outside input: the scoring parser, the
-webhook verifier and the settings readers. For any input the answer is a value or one of the
-domain errors errors.py maps to a 4xx, never another exception (which would be a 500)."""
+"""Property-based fuzzing of everything that reads outside input: the shape check and the
+scoring parser, the webhook verifier and the settings readers. For any input the answer is a
+value or one of the domain errors errors.py maps to a 4xx, never another exception (which would
+be a 500)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mlflow_hotswap_plugin.signing import (
     TIMESTAMP_HEADER,
     sign,
 )
-from receiver import scoring
+from receiver import scoring, shape
 from receiver.errors import DOMAIN_ERRORS
 from receiver.settings import Settings, SettingsError
 from receiver.webhooks import Notification, WebhookVerifier
@@ -72,6 +73,7 @@ def outcome_is_value_or_client_error(call: Any, *args: Any) -> None:
        schema=st.sampled_from([None, SCHEMA]))
 def test_scoring_parser_answers_a_value_or_bad_input(body: bytes, mime: str,
                                                      schema: Schema | None) -> None:
+    outcome_is_value_or_client_error(shape.check, body, mime, schema)
     outcome_is_value_or_client_error(scoring.parse, body, mime, schema)
 
 

@@ -140,15 +140,3 @@ def test_an_error_message_never_echoes_a_huge_input() -> None:
     with pytest.raises(scoring.BadInput) as caught:
         scoring.parse(raw, scoring.JSON, SCHEMA)
     assert len(str(caught.value)) <= scoring.MAX_MESSAGE + 20
-
-
-def test_a_csv_header_far_wider_than_the_signature_is_refused_before_parsing() -> None:
-    # A JSON body sent as CSV: one header line of thousands of repeated names, which pandas
-    # would take minutes to read.
-    raw = body({"dataframe_split": {"columns": ["a", "b"], "data": [[0.5, 0.5]] * 30_000}})
-    with pytest.raises(scoring.BadInput, match="fields"):
-        scoring.parse(raw, scoring.CSV, SCHEMA)
-    with pytest.raises(scoring.BadInput, match="fields"):
-        scoring.parse(raw, scoring.CSV, None)
-    frame, _ = scoring.parse(b"a,b\n1,2\n", scoring.CSV, SCHEMA)
-    assert frame.to_numpy().tolist() == [[1, 2]]
