@@ -75,5 +75,6 @@ class Metrics:
             "Shadow predictions that differed from the primary's", ["model", "version"],
             registry=r)
         self.shadow_shed = Counter(
-            "hotswap_shadow_shed", "Shadow predictions skipped because the server was busy",
+            "hotswap_shadow_shed", "Shadow predictions skipped because the server was busy (the "
+            "shadow queue full, or requests queued in the lane for as long as a shadow may wait)",
             ["model", "version"], registry=r)
