@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -287,6 +288,14 @@ class ModelUpdater:
     def _load(self, key: tuple[str, str]) -> LoadedModel:
         model = self.guard.load(*key)
         self._metrics.load_duration.observe(model.load_seconds)
+        # What is loaded by now (MLflow, the model's libraries, the model) lives on: take it out
+        # of the cyclic collector's walks. A full collection walks every tracked object while
+        # holding the GIL, a stall of every request in flight (bench/ part 3's tail). Collect
+        # first, so the load's own cyclic garbage is not frozen with it; that walk is a long
+        # one only the first time. Frozen objects are still freed by reference counting when
+        # the cache lets a model go.
+        gc.collect()
+        gc.freeze()
         return model
 
     def _evicted(self, key: tuple[str, str], model: LoadedModel) -> None:

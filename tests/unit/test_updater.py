@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -249,3 +250,19 @@ def test_retry_backoff_follows_design(failures: int, expected: float) -> None:
     updater, _ = make(FakeRegistry())
     updater._consecutive_failures = failures
     assert updater._delay() == expected
+
+
+def test_what_a_load_brings_is_frozen_out_of_the_cyclic_collector() -> None:
+    # A full collection walks every tracked object holding the GIL; what is loaded lives on,
+    # so the updater freezes it (bench/ part 3 shows the tail this removes).
+    registry = FakeRegistry()
+    updater, _ = make(registry)
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+
+    async def scenario() -> None:
+        async with running(updater):
+            assert served_version(updater) == "1"
+
+    run(scenario())
+    assert gc.get_freeze_count() > 0
