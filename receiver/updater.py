@@ -55,10 +55,9 @@ class RefreshStatus(str, enum.Enum):
     ABSENT = "absent"        # nothing is at the stage or alias; the served version stays
 
 
-# A lone notification is acted on at once. One that comes within QUIET seconds of the one
-# before is part of a burst, which is settled before the registry is asked: that refresh waits
-# until none has come for QUIET seconds, at most SETTLE_MAX. A storm of any size costs the
-# first notification's resolve, plus one for the rest.
+# A burst of notifications is settled before the registry is asked: the refresh waits until
+# none has come for QUIET seconds, at most SETTLE_MAX. One notification costs QUIET; a storm
+# of any size costs one resolve, plus one for those that arrive while it runs.
 QUIET, SETTLE_MAX = 0.05, 1.0
 
 
@@ -101,8 +100,7 @@ class ModelUpdater:
         self._pending: asyncio.Future[RefreshResult] | None = None
         self._pending_trigger: Trigger = "startup"
         self._task: asyncio.Task[None] | None = None
-        self._last_webhook = -float("inf")
-        self._burst = False  # a notification of the pending refresh came hard on another's heels
+        self._last_webhook = 0.0
 
     def served(self, name: str) -> LoadedModel | None:
         return self._served.get(name)
@@ -161,9 +159,7 @@ class ModelUpdater:
         """
         assert self._wakeup is not None, "start() the updater first"
         if reason == "webhook":
-            now = self._clock()
-            self._burst = self._burst or now - self._last_webhook < QUIET
-            self._last_webhook = now
+            self._last_webhook = self._clock()
         if self._pending is None:
             self._pending = asyncio.get_running_loop().create_future()
             self._pending_trigger = reason
@@ -183,10 +179,10 @@ class ModelUpdater:
             self.next_attempt_at = self._clock() + delay
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
-            if self._pending is not None and self._burst:
+            if self._pending is not None and self._pending_trigger == "webhook":
                 await self._settle()
             self._wakeup.clear()
-            waiters, self._pending, self._burst = self._pending, None, False
+            waiters, self._pending = self._pending, None
             trigger: Trigger = self._pending_trigger if waiters is not None else "poll"
             try:
                 result = await threads.run(self.refresh_all, trigger, limiter=self._limiter)
