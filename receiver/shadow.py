@@ -63,6 +63,7 @@ class ShadowScorer:
         self._clock = clock
         self._pending: deque[_Shadow] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def pending(self) -> int:
         return len(self._pending)
@@ -73,7 +74,9 @@ class ShadowScorer:
             await asyncio.shield(self._task)
 
     async def stop(self) -> None:
-        """At shutdown: drop what waits (shadows are optional) and end the drain."""
+        """At shutdown: drop what waits and what comes after (shadows are optional), and end
+        the drain."""
+        self._stopped = True
         self._pending.clear()
         task, self._task = self._task, None
         if task is not None:
@@ -84,7 +87,7 @@ class ShadowScorer:
     async def __call__(self, shadow: LoadedModel, body: bytes, mime: str,
                        primary_answer: bytes) -> None:
         job = _Shadow(shadow, body, mime, primary_answer, self._clock())
-        if len(self._pending) >= self._max_pending:
+        if self._stopped or len(self._pending) >= self._max_pending:
             self._shed(job)
             return
         self._pending.append(job)

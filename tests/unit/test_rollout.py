@@ -255,6 +255,7 @@ def test_stop_drops_waiting_shadows_and_ends_the_drain() -> None:
         await scorer(model("3"), b"{}", "application/json", b'{"predictions": [1]}')
         await scorer.stop()
         await scorer.join()  # returns: no drain left
+        await scorer(model("3"), b"{}", "application/json", b'{"predictions": [1]}')
         return scorer
 
     assert asyncio.run(scenario()).pending() == 0 and lane.calls == []
