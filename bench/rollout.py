@@ -100,7 +100,7 @@ def shadow_cost(stack: Stack, cfg: Config, result: PartResult) -> None:
         for url in (plain, shadowed):  # warm both
             load_run(url + "/invocations", body_file, body, 2, 1.0, use_wrk)
         # 1 client: never a queue, so every shadow runs and its whole cost shows; 8 and 32:
-        # closed-loop clients keep a queue, so shadows are mostly shed.
+        # closed-loop clients keep a queue most of the time, so many shadows are shed.
         levels = (1, 8, 32) if not cfg.smoke else (1, *cfg.concurrencies)
         labels = {"model": "fraud_detection_model", "version": staging}
         rows = []
@@ -138,7 +138,9 @@ def shadow_cost(stack: Stack, cfg: Config, result: PartResult) -> None:
     result.notes += [
         f"Shadow cost: the same Production version ({production}) on both receivers; the "
         f"shadowed one also scores every answered request with version {staging} (Staging) "
-        "after the answer is sent, unless requests are queued, when the shadow is shed. "
+        "after the answer is sent: shadows gather for 50 ms, start only while no request "
+        "waits in the lane, and run merged in a thread of their own; a shadow not started "
+        "within 2 s, or beyond HOTSWAP_MAX_QUEUE waiting, is shed. "
         f"{cfg.load_seconds:g} s per cell, bench/load.py's threaded client, 1-row bodies; "
         "the two runs of a cell alternate their order from cell to cell.",
         "Pre-warmed promotion: each version is moved to Staging first; the receiver "
