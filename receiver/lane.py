@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
@@ -68,16 +68,10 @@ class _Dropped(Exception):
     """A request's work skipped: its client was answered already."""
 
 
-class _Rows(Protocol):
-    """What a `predict` call needs of one request."""
-
-    data: Any
-    params: dict[str, Any] | None
-    rows: int
-
-
-@dataclass
+@dataclass(eq=False)
 class _Parsed:
+    """What a `predict` call needs of one request body."""
+
     data: Any
     params: dict[str, Any] | None
     rows: int
@@ -85,11 +79,9 @@ class _Parsed:
 
 
 @dataclass(eq=False)
-class _Request:
-    data: Any
-    params: dict[str, Any] | None
-    rows: int
-    key: Hashable | None  # requests merge only with an equal key; None: never merged
+class _Request(_Parsed):
+    """A parsed body waiting in the lane for its answer."""
+
     deadline: float
     future: asyncio.Future[bytes]
     dropped: bool = False
@@ -243,7 +235,7 @@ class ScoringLane:
         key = _merge_key(data, params) if batchable and rows else None
         return data, params, rows, key
 
-    def _observe_call(self, batch: Sequence[_Rows]) -> None:
+    def _observe_call(self, batch: Sequence[_Parsed]) -> None:
         self._metrics.batch_rows.observe(sum(request.rows for request in batch))
         self._metrics.batch_requests.observe(len(batch))
 
@@ -340,7 +332,7 @@ class ScoringLane:
 
     # -- in the predict slot ------------------------------------------------------------------
 
-    def _predict(self, model: LoadedModel, batch: Sequence[_Rows],
+    def _predict(self, model: LoadedModel, batch: Sequence[_Parsed],
                  ) -> list[bytes | scoring.BadInput]:
         """Each request's predictions as JSON, or its BadInput; runs in the predict slot."""
         if len(batch) == 1:
@@ -362,7 +354,7 @@ class ScoringLane:
                          len(batch), exc)
             return [self._alone(model, request) for request in batch]
 
-    def _alone(self, model: LoadedModel, request: _Rows) -> bytes | scoring.BadInput:
+    def _alone(self, model: LoadedModel, request: _Parsed) -> bytes | scoring.BadInput:
         try:
             data = request.data
             if isinstance(data, np.ndarray):
