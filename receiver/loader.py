@@ -44,6 +44,12 @@ class FastModelLoader(Generic[K, V]):
         self._pending: dict[K, Future[V]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, key: K) -> V | None:
+        """The cached value for `key`, counted as a hit and made the most recent; None when it
+        is not cached (nothing loaded, nothing counted). Never waits for a load."""
+        with self._lock:
+            return self._hit(key)
+
     def get(self, key: K) -> V:
         """The cached value for `key`, loading it once however many callers miss at once.
 
@@ -51,12 +57,8 @@ class FastModelLoader(Generic[K, V]):
         not cached; every waiter of that load gets its exception.
         """
         with self._lock:
-            try:
-                value = self._cache[key]
-            except KeyError:
-                pass
-            else:
-                self._metrics.cache_hits.inc()
+            value = self._hit(key)
+            if value is not None:
                 return value
             self._metrics.cache_misses.inc()
             future = self._pending.get(key)
@@ -76,6 +78,15 @@ class FastModelLoader(Generic[K, V]):
             self._cache[key] = value
             del self._pending[key]
         future.set_result(value)
+        return value
+
+    def _hit(self, key: K) -> V | None:
+        """Under the lock: the cached value, counted as a hit, or None."""
+        try:
+            value = self._cache[key]
+        except KeyError:
+            return None
+        self._metrics.cache_hits.inc()
         return value
 
     def __contains__(self, key: K) -> bool:

@@ -57,8 +57,9 @@ class PinnedModels:
             raise ModelNotFound(f"Model {name!r} has no version {version!r}: a version is "
                                 f"written as a plain number, such as '1'.")
         key = (name, version)
-        if self._updater.is_cached(name, version):
-            return await self._updater.pinned(name, version)
+        cached = self._updater.cached(name, version)
+        if cached is not None:  # no thread, no wait behind loads: the common case
+            return cached
         remembered = self._failed.get(key)
         if remembered is not None:
             self._metrics.pinned_refused.labels(reason="failed_recently").inc()

@@ -108,8 +108,9 @@ class ModelUpdater:
     def served(self, name: str) -> LoadedModel | None:
         return self._served.get(name)
 
-    def is_cached(self, name: str, version: str) -> bool:
-        return (name, version) in self._cache
+    def cached(self, name: str, version: str) -> LoadedModel | None:
+        """A version already in the cache (counted as a hit), or None; never loads or waits."""
+        return self._cache.cached((name, version))
 
     def is_served(self, model: LoadedModel) -> bool:
         return self._served.get(model.name) is model

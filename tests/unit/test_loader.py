@@ -90,3 +90,18 @@ def test_least_recently_used_is_evicted_and_reported_while_holders_keep_it() -> 
     assert evicted == ["v2", "v1"]
     assert held == {"key": "v1"}  # a request holding an evicted model still has it
     assert len(loader) == 2
+
+
+def test_cached_answers_only_from_the_cache_and_counts_a_hit() -> None:
+    load = CountingLoader()
+    load.release.set()
+    metrics = Metrics()
+    loader = FastModelLoader(load, maxsize=2, metrics=metrics)
+    assert loader.cached("m/1") is None and load.calls == {}
+    assert sample(metrics, "hotswap_model_cache_misses_total") == 0
+    model = loader.get("m/1")
+    loader.get("m/2")
+    assert loader.cached("m/1") is model
+    assert sample(metrics, "hotswap_model_cache_hits_total") == 1
+    loader.get("m/3")  # m/1 was made the most recent by cached(): m/2 is evicted
+    assert "m/1" in loader and "m/2" not in loader

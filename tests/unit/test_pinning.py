@@ -16,17 +16,17 @@ from receiver.registry import ModelLoadFailed, ModelNotFound
 
 class FakeUpdater:
     def __init__(self) -> None:
-        self.cached: set[tuple[str, str]] = set()
+        self.loaded: set[tuple[str, str]] = set()
         self.loads: list[str] = []
         self.broken: set[str] = set()
         self.gate = asyncio.Event()
         self.gate.set()
 
-    def is_cached(self, name: str, version: str) -> bool:
-        return (name, version) in self.cached
+    def cached(self, name: str, version: str) -> Any:
+        return version if (name, version) in self.loaded else None
 
     async def pinned(self, name: str, version: str) -> Any:
-        if (name, version) in self.cached:
+        if (name, version) in self.loaded:
             return version
         self.loads.append(version)
         await self.gate.wait()
@@ -34,7 +34,7 @@ class FakeUpdater:
             raise ModelLoadFailed(f"{name} version {version} failed to load")
         if version == "404":
             raise ModelNotFound(f"no version {version}")
-        self.cached.add((name, version))
+        self.loaded.add((name, version))
         return version
 
 
@@ -95,7 +95,7 @@ def test_a_failed_version_is_remembered_then_retried_after_the_ttl() -> None:
 
 def test_concurrent_loads_are_bounded_and_the_rest_get_503_at_once() -> None:
     pinned, updater, metrics, _ = make()
-    updater.cached.add(("m", "1"))
+    updater.loaded.add(("m", "1"))
 
     async def burst() -> list[object]:
         updater.gate.clear()
