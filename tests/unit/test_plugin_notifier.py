@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -398,16 +399,16 @@ def hung_servers(count: int) -> Iterator[list[str]]:
 
 
 EXITING_SCRIPT = """
-import os, signal, sys, time
+import os, signal, sys
+from examples.processes import wait_until
 from mlflow_hotswap_plugin import events
 from mlflow_hotswap_plugin.notifier import Notifier
 from mlflow_hotswap_plugin.settings import Settings
 note = Notifier(Settings(targets=(sys.argv[1],), timeout=1.0))  # waited for at exit
 note.emit(events.model_deleted("iris"))
 note.emit(events.model_deleted("iris"))
-deadline = time.monotonic() + 10
-while note.pending().get(sys.argv[1]) != 2 and time.monotonic() < deadline:
-    time.sleep(0.01)
+wait_until(lambda: note.pending().get(sys.argv[1]) == 2, timeout=10, interval=0.01,
+           message="one delivery in flight and one queued")
 if sys.argv[2] == "sigterm":
     os.kill(os.getpid(), signal.SIGTERM)
     signal.pause()  # never returns: SIGTERM still ends the process
@@ -418,7 +419,8 @@ if sys.argv[2] == "sigterm":
 def test_a_process_that_ends_says_what_it_dropped(how: str) -> None:
     with hung_server() as hung:
         done = subprocess.run([sys.executable, "-c", EXITING_SCRIPT, hung, how],
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60,
+                              cwd=Path(__file__).resolve().parents[2])  # for `examples`
     assert done.returncode == (-signal.SIGTERM if how == "sigterm" else 0), done.stderr
     assert (f"exiting with 2 notification(s) for {hung} not delivered (1 queued, 1 in flight)"
             in done.stderr)
