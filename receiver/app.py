@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ExceptionHandler
 
-from receiver import endpoints, redact
+from receiver import endpoints, redact, v2_endpoints
 from receiver.errors import (
     DOMAIN_ERRORS,
     ApiError,
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         Route("/metrics", endpoints.metrics, methods=["GET"]),
         Route("/ping", endpoints.ping, methods=["GET"]),
         Route("/version", endpoints.version, methods=["GET"]),
+        *_v2_routes(),
     ]
     handlers: dict[Any, ExceptionHandler] = dict.fromkeys(DOMAIN_ERRORS, handle_domain_error)
     handlers.update({ApiError: handle_api_error, ClientDisconnect: _client_gone,
@@ -69,6 +70,18 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.service = service
     return app
+
+
+def _v2_routes() -> list[Route]:
+    """The Open Inference Protocol: each model route with and without `/versions/{version}`."""
+    routes = [Route("/v2", v2_endpoints.server_metadata, methods=["GET"]),
+              Route("/v2/health/live", v2_endpoints.server_live, methods=["GET"]),
+              Route("/v2/health/ready", v2_endpoints.server_ready, methods=["GET"])]
+    for model in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        routes += [Route(model, v2_endpoints.model_metadata, methods=["GET"]),
+                   Route(model + "/ready", v2_endpoints.model_ready, methods=["GET"]),
+                   Route(model + "/infer", v2_endpoints.infer, methods=["POST"])]
+    return routes
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver import compat, scoring
+from receiver.codec import MlflowCodec
 from receiver.errors import ApiError
 from receiver.redact import scrub
 from receiver.references import Reference, Share
@@ -106,20 +107,21 @@ def _too_large(limit: int) -> ApiError:
 async def _score(request: Request, model: LoadedModel, role: Role = "primary",
                  shadow: LoadedModel | None = None) -> Response:
     service = _service(request)
-    mime = scoring.media_type(request.headers.get("content-type"))
+    codec = MlflowCodec(scoring.media_type(request.headers.get("content-type")))
     body = await _read_body(request, service.settings.max_body_bytes)
     metrics = service.metrics
-    labels = {"model": model.name, "version": model.version, "role": role}
+    labels = {"model": model.name, "version": model.version, "role": role,
+              "protocol": codec.protocol}
     started = time.perf_counter()
     try:
-        content = await service.lane.score(model, body, mime)
+        content = await service.lane.score(model, body, codec)
     except Exception:
         metrics.prediction_errors.labels(**labels).inc()
         raise
     metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
     metrics.predictions.labels(**labels).inc()
     # Starlette runs a background task once the response is sent: the shadow cannot touch it.
-    background = (BackgroundTask(service.shadow, shadow, body, mime, content)
+    background = (BackgroundTask(service.shadow, shadow, body, codec, content)
                   if shadow is not None else None)
     return Response(content, media_type=scoring.JSON, background=background,
                     headers={"X-Model-Name": model.name, "X-Model-Version": model.version,

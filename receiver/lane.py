@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from receiver import scoring, shape, threads
+from receiver import scoring, threads
+from receiver.codec import Codec
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
 from receiver.settings import Settings
@@ -76,6 +77,8 @@ class _Parsed:
     params: dict[str, Any] | None
     rows: int
     key: Hashable | None  # requests merge only with an equal key; None: never merged
+    # This request's own predictions -> its answer's body (its codec's encode).
+    encode: Callable[[Any], bytes] = field(default=scoring.predictions_json, kw_only=True)
 
 
 @dataclass(eq=False)
@@ -138,13 +141,13 @@ class ScoringLane:
 
     # -- scoring ------------------------------------------------------------------------------
 
-    async def score(self, model: LoadedModel, body: bytes, mime: str) -> bytes:
+    async def score(self, model: LoadedModel, body: bytes, codec: Codec) -> bytes:
         """The predictions of `model` for one request body, as JSON bytes.
 
         Raises scoring.BadInput when the body is malformed or the model cannot score it,
         Overloaded when the lane is full, DeadlineExceeded when the deadline passed.
         """
-        shape.check(body, mime, model.input_schema)
+        codec.check(body, model.input_schema)
         if self._depth >= self._max_queue:
             self._metrics.shed_requests.labels(reason="overloaded").inc()
             raise Overloaded(f"The server holds {self._max_queue} requests already "
@@ -152,7 +155,7 @@ class ScoringLane:
         started = self._clock()
         self._admit(1)
         try:
-            content = await self._score_admitted(model, body, mime, started + self._timeout)
+            content = await self._score_admitted(model, body, codec, started + self._timeout)
         except DeadlineExceeded:
             self._metrics.shed_requests.labels(reason="timeout").inc()
             raise
@@ -164,20 +167,20 @@ class ScoringLane:
         self._depth += change
         self._metrics.queue_depth.set(self._depth)
 
-    async def _score_admitted(self, model: LoadedModel, body: bytes, mime: str,
+    async def _score_admitted(self, model: LoadedModel, body: bytes, codec: Codec,
                               deadline: float) -> bytes:
         batchable = self.batchable(model)
         request = _Request(None, None, 0, None, deadline,
-                           asyncio.get_running_loop().create_future())
+                           asyncio.get_running_loop().create_future(), encode=codec.encode)
         try:
             # Parsing holds no predict slot. A small body is parsed right here (a thread hop
             # costs more than its parse); a larger one in a parse thread, so it delays only
             # its own answer.
             if len(body) <= INLINE_PARSE_BYTES:
-                parsed = self._parse(model, body, mime, batchable)
+                parsed = self._parse(model, body, codec, batchable)
             else:
                 parsed = await self._in_thread(request, self._limiters.parsing, self._parse,
-                                               model, body, mime, batchable)
+                                               model, body, codec, batchable)
             request.data, request.params, request.rows, request.key = parsed
             if not batchable:
                 self._observe_call([request])
@@ -227,10 +230,10 @@ class ScoringLane:
                                 "(HOTSWAP_REQUEST_TIMEOUT); its work was dropped.")
 
     @staticmethod
-    def _parse(model: LoadedModel, body: bytes, mime: str, batchable: bool,
+    def _parse(model: LoadedModel, body: bytes, codec: Codec, batchable: bool,
                ) -> tuple[Any, dict[str, Any] | None, int, Hashable | None]:
         # Batched, the common case stays a bare array: one frame is built per merged call.
-        data, params = scoring.parse(body, mime, model.input_schema, as_rows=batchable)
+        data, params = codec.parse(body, model.input_schema, batchable)
         rows = len(data) if isinstance(data, (pd.DataFrame, np.ndarray)) else 0
         key = _merge_key(data, params) if batchable and rows else None
         return data, params, rows, key
@@ -241,18 +244,19 @@ class ScoringLane:
 
     # -- outside the lane ---------------------------------------------------------------------
 
-    def score_all(self, model: LoadedModel, bodies: Sequence[tuple[bytes, str]],
+    def score_all(self, model: LoadedModel, bodies: Sequence[tuple[bytes, Codec]],
                   ) -> list[bytes | scoring.BadInput]:
-        """Blocking: each `(body, mime)`'s predictions from `model` as JSON, or its BadInput,
+        """Blocking: each `(body, codec)`'s predictions from `model`, encoded, or its BadInput,
         merged into as few `predict` calls as the lane would make. Runs in the caller's thread,
         so the caller chooses which."""
         batchable = self.batchable(model)
         answers: list[bytes | scoring.BadInput] = [b""] * len(bodies)
         groups: dict[Hashable, list[tuple[int, _Parsed]]] = {}
-        for index, (body, mime) in enumerate(bodies):
+        for index, (body, codec) in enumerate(bodies):
             try:
-                shape.check(body, mime, model.input_schema)
-                parsed = _Parsed(*self._parse(model, body, mime, batchable))
+                codec.check(body, model.input_schema)
+                parsed = _Parsed(*self._parse(model, body, codec, batchable),
+                                 encode=codec.encode)
             except scoring.BadInput as exc:
                 answers[index] = exc
                 continue
@@ -345,8 +349,7 @@ class ScoringLane:
             answers: list[bytes | scoring.BadInput] = []
             offset = 0
             for request in batch:
-                answers.append(scoring.predictions_json(
-                    _slice(raw, offset, offset + request.rows)))
+                answers.append(request.encode(_slice(raw, offset, offset + request.rows)))
                 offset += request.rows
             return answers
         except Exception as exc:  # noqa: BLE001 - any failure: each request on its own
@@ -359,10 +362,9 @@ class ScoringLane:
             data = request.data
             if isinstance(data, np.ndarray):
                 data = scoring.rows_frame(data, model.input_schema)
-            raw = self._call(model, data, request.params)
+            return request.encode(self._call(model, data, request.params))
         except scoring.BadInput as exc:
             return exc
-        return scoring.predictions_json(raw)
 
     @staticmethod
     def _call(model: LoadedModel, data: Any, params: dict[str, Any] | None) -> Any:

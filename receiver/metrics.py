@@ -60,13 +60,14 @@ class Metrics:
             "hotswap_requests_shed", "Requests refused or dropped by the scoring lane, by reason "
             "(overloaded: 503, timeout: 504)", ["reason"], registry=r)
         # Staged rollout: who answered (or shadowed) what, and how the shadow compares.
-        roles = ["model", "version", "role"]
+        # protocol: the request's wire protocol, `mlflow` (/invocations) or `v2` (/v2/.../infer).
+        roles = ["model", "version", "role", "protocol"]
         self.predictions = Counter(
-            "hotswap_predictions", "Predictions made, by model version and role "
-            "(primary, canary, shadow)", roles, registry=r)
+            "hotswap_predictions", "Predictions made, by model version, role "
+            "(primary, canary, shadow) and protocol (mlflow, v2)", roles, registry=r)
         self.prediction_errors = Counter(
-            "hotswap_prediction_errors", "Predictions that failed, by model version and role",
-            roles, registry=r)
+            "hotswap_prediction_errors", "Predictions that failed, by model version, role and "
+            "protocol", roles, registry=r)
         self.shadow_comparisons = Counter(
             "hotswap_shadow_comparisons", "Shadow predictions compared with the primary's",
             ["model", "version"], registry=r)

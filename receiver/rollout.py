@@ -63,6 +63,11 @@ class Router:
 
 
 def agree(primary: bytes, shadow: bytes) -> bool:
-    """Whether two `{"predictions": ...}` answers hold equal predictions."""
-    predictions: object = json.loads(primary).get("predictions")
-    return bool(predictions == json.loads(shadow).get("predictions"))
+    """Whether two answers hold equal predictions: MLflow's `{"predictions": ...}`, or the
+    Open Inference Protocol's `{"outputs": ...}` (its model_version differs by design)."""
+    return _predictions(primary) == _predictions(shadow)
+
+
+def _predictions(answer: bytes) -> object:
+    document = json.loads(answer)
+    return document["outputs"] if "outputs" in document else document.get("predictions")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import anyio
 
 from receiver import rollout, threads
+from receiver.codec import Codec
 from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
@@ -44,7 +45,7 @@ MAX_WAIT_SECONDS = 2.0
 class _Shadow:
     model: LoadedModel
     body: bytes
-    mime: str
+    codec: Codec
     primary_answer: bytes
     queued_at: float
 
@@ -84,9 +85,9 @@ class ShadowScorer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def __call__(self, shadow: LoadedModel, body: bytes, mime: str,
+    async def __call__(self, shadow: LoadedModel, body: bytes, codec: Codec,
                        primary_answer: bytes) -> None:
-        job = _Shadow(shadow, body, mime, primary_answer, self._clock())
+        job = _Shadow(shadow, body, codec, primary_answer, self._clock())
         if self._stopped or len(self._pending) >= self._max_pending:
             self._shed(job)
             return
@@ -113,7 +114,7 @@ class ShadowScorer:
                 try:
                     answers = await threads.run(
                         self._lane.score_all, calls[0].model,
-                        [(job.body, job.mime) for job in calls], limiter=self._limiter)
+                        [(job.body, job.codec) for job in calls], limiter=self._limiter)
                 except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
                     answers = [exc] * len(calls)
                 for job, answer in zip(calls, answers, strict=True):
@@ -137,14 +138,15 @@ class ShadowScorer:
 
     def _record(self, job: _Shadow, answer: bytes | Exception) -> None:
         labels = {"model": job.model.name, "version": job.model.version}
+        counted = {**labels, "role": "shadow", "protocol": job.codec.protocol}
         if isinstance(answer, Exception):
-            self._metrics.prediction_errors.labels(**labels, role="shadow").inc()
+            self._metrics.prediction_errors.labels(**counted).inc()
             logger.warning("Shadow version %s of %s failed on a request the primary answered: "
                            "%s", job.model.version, job.model.name, type(answer).__name__)
             return
         self._metrics.prediction_duration.labels(role="shadow").observe(
             self._clock() - job.queued_at)
-        self._metrics.predictions.labels(**labels, role="shadow").inc()
+        self._metrics.predictions.labels(**counted).inc()
         self._metrics.shadow_comparisons.labels(**labels).inc()
         if not rollout.agree(job.primary_answer, answer):
             self._metrics.shadow_disagreements.labels(**labels).inc()

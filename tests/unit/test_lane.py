@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from receiver.codec import MlflowCodec
 from receiver.registry import LoadedModel
+from receiver.scoring import JSON
 from receiver.service import Service
 from receiver.settings import Settings
 
@@ -45,7 +47,7 @@ def test_predictions_in_flight_never_exceed_the_limit(threads: int) -> None:
     body = json.dumps({"dataframe_split": {"columns": ["a"], "data": [[1], [2]]}}).encode()
 
     async def burst() -> list[bytes]:
-        calls = asyncio.gather(*(lane.score(model, body, "application/json")
+        calls = asyncio.gather(*(lane.score(model, body, MlflowCodec(JSON))
                                  for _ in range(REQUESTS)))
         # Wait (with a deadline) until every request is either predicting or queued.
         async def settled() -> None:

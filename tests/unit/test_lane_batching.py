@@ -21,13 +21,14 @@ from mlflow.types import ColSpec, DataType, Schema
 from prometheus_client import CollectorRegistry
 
 from receiver import scoring
+from receiver.codec import MlflowCodec
 from receiver.lane import INLINE_PARSE_BYTES, DeadlineExceeded, Overloaded, ScoringLane
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
 from receiver.settings import Settings
 from receiver.threads import Limiters
 
-JSON = scoring.JSON
+JSON = MlflowCodec(scoring.JSON)
 SKLEARN = "mlflow.sklearn"
 CUSTOM = "mlflow.pyfunc.model"
 
