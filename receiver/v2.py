@@ -19,11 +19,11 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from mlflow.types import DataType, Schema
+from mlflow.types import DataType, Schema, TensorSpec
 
 from receiver import scoring
 from receiver.compat import NumpyEncoder
@@ -143,13 +143,15 @@ def _tensor(entry: Any, index: int, binary: bytes, offset: int, budget: int,
 
 def _shape(name: str, shape: Any, budget: int) -> tuple[int, ...]:
     if (not isinstance(shape, list) or not 0 < len(shape) <= MAX_DIMS
-            or any(type(dim) is not int or not 0 <= dim <= budget for dim in shape)):
+            or any(type(dim) is not int or dim < 0 for dim in shape)):
         raise BadInput(f"Input {name!r}: 'shape' must be a list of 1 to {MAX_DIMS} "
-                       f"integers from 0 to {budget} (the body's size).")
+                       "non-negative integers.")
     count = math.prod(shape)
     if count > budget:
         raise BadInput(f"Input {name!r} declares {count} elements (shape {shape}), more than "
                        f"a body of {budget} bytes can hold.")
+    if max(shape) > budget:  # no elements, but a dimension no array could have
+        raise BadInput(f"Input {name!r}: shape {shape} has a dimension over {budget}.")
     return tuple(shape)
 
 
@@ -362,11 +364,13 @@ def _describe(schema: Schema | None, default: str = "input") -> list[dict[str, A
     described = []
     for index, spec in enumerate(schema.inputs):
         name = spec.name or (default if len(schema.inputs) == 1 else f"{default}-{index}")
-        if schema.is_tensor_spec():
-            datatype = _BY_KIND.get(np.dtype(spec.type), "BYTES")
+        if isinstance(spec, TensorSpec):
+            datatype = _BY_KIND.get(spec.type, "BYTES")
             shape = list(spec.shape)
         else:
-            datatype = _SIGNATURE_TYPES.get(spec.type, "BYTES")
+            kind = spec.type
+            datatype = _SIGNATURE_TYPES.get(kind, "BYTES") if isinstance(kind, DataType) \
+                else "BYTES"
             shape = [-1]
         described.append({"name": name, "datatype": datatype, "shape": shape})
     return described
@@ -379,7 +383,7 @@ class V2Codec:
     body, then `encode` its own predictions with its id, requested outputs and the answering
     model's name and version. One instance per request: `parse` keeps what `encode` needs."""
 
-    protocol = PROTOCOL
+    protocol: ClassVar[str] = PROTOCOL
 
     def __init__(self, model_name: str, model_version: str, header_length: str | None,
                  output_schema: Schema | None) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import metadata as package_metadata
 
+from mlflow.types import Schema
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -149,9 +150,9 @@ async def _score(request: Request, model: LoadedModel, role: Role = "primary",
                              "X-Model-Role": role})
 
 
-def _output_schema(model: LoadedModel) -> v2.Schema | None:
+def _output_schema(model: LoadedModel) -> Schema | None:
     try:
-        schema: v2.Schema | None = model.pyfunc.metadata.get_output_schema()
+        schema: Schema | None = model.pyfunc.metadata.get_output_schema()
     except AttributeError:  # a model object without MLflow metadata (unit tests' fakes)
         return None
     return schema

@@ -62,14 +62,17 @@ def test_endpoint_examples_work_as_written(plain_mlflow, readme_model, tmp_path)
         commands = shell_commands(readme_section("Endpoints"), "curl")
         assert len(commands) >= 6
         for command in commands:
-            local = command.replace("localhost:8000", f"127.0.0.1:{port}")
+            local = command.replace("localhost:8000", f"127.0.0.1:{port}").replace(
+                "fraud_detection_model", name)
             done = subprocess.run(["bash", "-c", local], capture_output=True, text=True,
                                   timeout=60)
             assert done.returncode == 0, (command, done.stderr)
             answer = json.loads(done.stdout)
-            assert "error_code" not in answer, (command, answer)
+            assert "error_code" not in answer and "error" not in answer, (command, answer)
             if "invocations" in command:
                 assert len(answer["predictions"]) == 1
+            if "/infer" in command:
+                assert (answer["id"], len(answer["outputs"][0]["data"])) == ("42", 1)
     finally:
         receiver.stop()
 

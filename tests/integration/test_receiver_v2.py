@@ -9,7 +9,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -133,7 +133,7 @@ def test_kserve_client_talks_to_the_receiver(receiver: Process, versions: tuple[
 
 def test_one_matrix_tensor_reads_as_the_signature_columns(receiver: Process,
                                                           rows: pd.DataFrame) -> None:
-    body = {"parameters": {"content_type": "pd"},
+    body: dict[str, Any] = {"parameters": {"content_type": "pd"},
             "inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
                         "parameters": {"content_type": "pd"},
                         "data": rows.to_numpy().tolist()}]}

@@ -19,7 +19,7 @@ from mlflow_hotswap_plugin.signing import (
     TIMESTAMP_HEADER,
     sign,
 )
-from receiver import scoring, shape
+from receiver import scoring, shape, v2
 from receiver.errors import DOMAIN_ERRORS
 from receiver.settings import Settings, SettingsError
 from receiver.webhooks import Notification, WebhookVerifier
@@ -75,6 +75,56 @@ def test_scoring_parser_answers_a_value_or_bad_input(body: bytes, mime: str,
                                                      schema: Schema | None) -> None:
     outcome_is_value_or_client_error(shape.check, body, mime, schema)
     outcome_is_value_or_client_error(scoring.parse, body, mime, schema)
+
+
+DATATYPES = [*v2.DTYPES, "FP8", "", "fp64"]
+dims = st.integers(-2, 4) | st.sampled_from([10**6, 10**18, 10**30])
+
+
+@st.composite
+def v2_tensors(draw: st.DrawFn) -> dict[str, Any]:
+    names = st.sampled_from(["a", "b", "c", "input-0"]) | st.text(max_size=3)
+    elements = st.floats() | st.integers() | st.booleans() | st.text(max_size=2)
+    tensor: dict[str, Any] = {"name": draw(names),
+                              "shape": draw(st.lists(dims, max_size=3) | json_values),
+                              "datatype": draw(st.sampled_from(DATATYPES)),
+                              "data": draw(st.lists(elements, max_size=4) | json_values)}
+    if isinstance(tensor["data"], list) and draw(st.booleans()):  # a shape that fits
+        tensor["shape"] = [len(tensor["data"])]
+    if draw(st.booleans()):
+        tensor["parameters"] = draw(st.sampled_from(
+            [{"content_type": "pd"}, {"binary_data_size": 8}, {"binary_data_size": -1}, 3]))
+    return {key: value for key, value in tensor.items() if draw(st.integers(0, 9))}
+
+
+@st.composite
+def v2_bodies(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        return draw(st.binary(max_size=200)), draw(st.none() | st.text(max_size=4))
+    if choice == 1:
+        return deep(draw(st.sampled_from([10, 900, 5_000])),
+                    draw(st.sampled_from(["list", "dict"]))), None
+    document = {"inputs": draw(st.lists(v2_tensors(), max_size=3) | json_values),
+                **draw(st.fixed_dictionaries({}, optional={
+                    "id": json_values, "outputs": json_values,
+                    "parameters": st.just({"content_type": "pd"})}))}
+    header = json.dumps(document).encode()
+    if choice == 2:
+        return header, None
+    binary = draw(st.binary(max_size=32))
+    return header + binary, draw(st.sampled_from([str(len(header)), "0", "-1", "x", "9999"]))
+
+
+@FUZZ
+@given(body=v2_bodies(), schema=st.sampled_from([None, SCHEMA]), as_rows=st.booleans())
+def test_v2_codec_answers_model_input_or_bad_input(body: tuple[bytes, str | None],
+                                                   schema: Schema | None,
+                                                   as_rows: bool) -> None:
+    content, header_length = body
+    codec = v2.V2Codec("m", "1", header_length, None)
+    outcome_is_value_or_client_error(codec.check, content, schema)
+    outcome_is_value_or_client_error(codec.parse, content, schema, as_rows)
 
 
 @FUZZ
