@@ -120,7 +120,7 @@ class Models:
                              exc, exc_info=not isinstance(exc, ConnectionError))
         shares = self._reader.read(name, snapshot.tags)
         if shares != self._shares[name]:
-            logger.info("Shares of %s now %s (trigger %s)", name, shares, trigger)
+            logger.info("Shares of %s now: %s (trigger %s)", name, shares, trigger)
             self._shares = {**self._shares, name: shares}
 
     def _failed(self, name: str, exc: Exception, result: RefreshResult) -> None:

@@ -30,6 +30,9 @@ class CurrentShare:
     percent: float
     source: Source
 
+    def __str__(self) -> str:
+        return f"{self.percent:g} % ({self.source})"
+
 
 @dataclass(frozen=True)
 class Shares:
@@ -37,6 +40,9 @@ class Shares:
 
     canary: CurrentShare | None = None
     shadow: CurrentShare | None = None
+
+    def __str__(self) -> str:
+        return f"canary {self.canary or 'none'}, shadow {self.shadow or 'none'}"
 
 
 class ShareReader:
