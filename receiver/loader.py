@@ -90,7 +90,10 @@ class FastModelLoader(Generic[K, V]):
             evicted = self._cache.take_evicted()
         future.set_result(value)
         for old_key, old_value in evicted:  # slow (files deleted): never under the lock
-            self._on_evict(old_key, old_value)
+            try:
+                self._on_evict(old_key, old_value)
+            except Exception:  # the load succeeded; a failed clean-up must not undo that
+                logger.exception("Releasing %s after its eviction failed", old_key)
         return value
 
     def _hit(self, key: K) -> V | None:
