@@ -124,7 +124,7 @@ class Registry:
             logger.info("Removed the model folder %s", self._model_root)
 
     def snapshot(self, name: str) -> ModelSnapshot:
-        """The aliases, stages and tags of `name`, from one `get_registered_model` call.
+        """Blocking: the aliases, stages and tags of `name`, from one `get_registered_model`.
 
         Its `latest_versions` holds the newest version of every stage in use (SQL and file
         stores, MLflow 2.16 to 3.x). Only when it is empty while a stage is followed, as from a
