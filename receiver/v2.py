@@ -268,9 +268,10 @@ def double_rows(document: dict[str, Any], schema: Schema | None) -> np.ndarray |
     if by_name.keys() != set(columns) or len({len(data) for data in by_name.values()}) != 1:
         return None
     try:
-        return np.array([by_name[name] for name in columns], dtype=np.float64).T.copy()
+        columns_first = np.array([by_name[name] for name in columns], dtype=np.float64)
     except OverflowError:  # an integer of hundreds of digits is no double
         return None
+    return np.ascontiguousarray(columns_first.T)
 
 
 _PLAIN = frozenset({"name", "shape", "datatype", "data"})

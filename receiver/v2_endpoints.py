@@ -66,7 +66,7 @@ async def server_live(request: Request) -> JSONResponse:
 
 async def server_ready(request: Request) -> JSONResponse:
     service = endpoints._service(request)
-    ready = all(service.updater.served(name) is not None
+    ready = all(service.models.served(name) is not None
                 for name in service.settings.model_names)
     headers = None if ready else {"Retry-After": str(service.updater.retry_after())}
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503, headers=headers)
@@ -77,12 +77,12 @@ async def model_ready(request: Request) -> Response:
     service = endpoints._service(request)
     name = endpoints._known_name_or_404(service, request.path_params["name"])
     version = request.path_params.get("version")
-    served = service.updater.served(name)
+    served = service.models.served(name)
     if version is None:
         ready = served is not None
     else:  # a probe never loads a version: ready when it is served or cached
         ready = ((served is not None and served.version == version)
-                 or service.updater.cached(name, version) is not None)
+                 or service.models.cached(name, version) is not None)
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
