@@ -103,6 +103,26 @@ def test_the_shadow_runs_after_primary_answers_and_is_compared(
         len(answers) - len(primary))
 
 
+def test_v2_infer_takes_the_same_routes_and_its_shadow_compares_outputs(
+        client: tuple[TestClient, Service]) -> None:
+    http, service = client
+    body = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]}]}
+    answers = [http.post("/v2/models/m/infer", json=body, headers={"X-Hotswap-Key": f"k{i}"})
+               for i in range(40)]
+    sides = {(a.headers["X-Model-Role"], a.json()["model_version"],
+              a.json()["outputs"][0]["data"][0]) for a in answers}
+    assert sides == {("primary", "1", 1), ("canary", "2", 2)}
+    primary = sum(a.headers["X-Model-Role"] == "primary" for a in answers)
+    wait_until(lambda: sample(service, "hotswap_shadow_comparisons_total", version="3")
+               >= primary, timeout=30, message="every primary V2 answer shadowed")
+    # Version 3's outputs differ from version 1's: compared on outputs, not model_version.
+    assert sample(service, "hotswap_shadow_disagreements_total", version="3") == primary
+    assert sample(service, "hotswap_predictions_total", version="3", role="shadow",
+                  protocol="v2") == primary
+    assert sample(service, "hotswap_predictions_total", version="1", role="primary",
+                  protocol="v2") == primary
+
+
 def test_a_bad_body_is_a_400_counted_as_an_error_of_who_would_have_answered(
         client: tuple[TestClient, Service]) -> None:
     http, service = client
