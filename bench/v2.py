@@ -29,7 +29,9 @@ from examples.processes import Process, free_port, spawn_server, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 MLSERVER_VENV = ROOT / ".venv-mlserver"
-MLSERVER_PACKAGES = ["mlserver==1.7.1", "mlserver-mlflow==1.7.1"]
+# uvloop 0.22 and later: MLServer 1.7.1's inference workers die at start (asyncio's
+# get_event_loop with no loop), so the uvloop of its release.
+MLSERVER_PACKAGES = ["mlserver==1.7.1", "mlserver-mlflow==1.7.1", "uvloop==0.21.0"]
 # MLServer's adaptive batching: requests arriving within this window are merged, up to the size.
 MLSERVER_BATCH = {"max_batch_size": 32, "max_batch_time": 0.005}
 SERVERS = ("receiver /invocations", "receiver V2 infer", "MLServer 1.7 V2 infer")
