@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from mlflow_hotswap_plugin import env
-from receiver import redact
+from receiver import connections, redact
 from receiver.app import create_app
 from receiver.settings import Settings, SettingsError
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     for warning in exposure_warnings(args.host, settings):
         logging.getLogger("receiver").warning(warning)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log, log_config=_uvicorn_log_config())
+                access_log=args.access_log, log_config=_uvicorn_log_config(),
+                http=connections.protocol(connections.Limits.of(settings)))
     return 0
 
 

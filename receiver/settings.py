@@ -94,6 +94,21 @@ class Settings:
         "HOTSWAP_REQUEST_TIMEOUT", env.seconds(),
         "seconds a request may wait and be scored; beyond it 504 `REQUEST_TIMEOUT` and its "
         "work is dropped"))
+    # Connections (connections.py): how long a client may take to send a request, and how
+    # many connections it takes to fill the process.
+    header_timeout: float = field(default=10.0, metadata=env.declare(
+        "HOTSWAP_HEADER_TIMEOUT", env.seconds(),
+        "seconds a request's headers may take, from the connection's start or the request's "
+        "first byte; beyond it the connection is closed (408 where an answer can still be "
+        "sent)"))
+    body_timeout: float = field(default=30.0, metadata=env.declare(
+        "HOTSWAP_BODY_TIMEOUT", env.seconds(),
+        "seconds a request's body may stall (nothing received while the receiver reads); "
+        "beyond it the connection is closed with 408"))
+    max_connections: int | None = field(default=None, metadata=env.declare(
+        "HOTSWAP_MAX_CONNECTIONS", env.integer(low=1),
+        "open connections; beyond it new ones are closed at once, and the open ones keep "
+        "being served", default_text="just below the open-file limit (soft `RLIMIT_NOFILE`)"))
     # Staged rollout: references loaded ahead, and who takes a share of the traffic.
     prewarm: tuple[Reference, ...] = field(default=(), metadata=env.declare(
         "MODEL_PREWARM", env.parsed(parse_references, "stages and @aliases, comma-separated"),
