@@ -81,9 +81,10 @@ class HttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if type(self).limits is None:
-            type(self).limits = Limits.of(Settings.from_env())
-        self._limits: Limits = type(self).limits  # type: ignore[assignment]
+        limits = type(self).limits
+        if limits is None:
+            limits = type(self).limits = Limits.of(Settings.from_env())
+        self._limits = limits
         self._awaiting: Awaited | None = None
         self._since = 0.0
         self._begun = False  # some bytes of the awaited request have arrived
@@ -107,6 +108,11 @@ class HttpProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        # The connection is handed to a WebSocket protocol: its requests are no longer ours.
+        self._awaiting = None
+        super().handle_websocket_upgrade()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

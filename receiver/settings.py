@@ -108,7 +108,7 @@ class Settings:
     max_connections: int | None = field(default=None, metadata=env.declare(
         "HOTSWAP_MAX_CONNECTIONS", env.integer(low=1),
         "open connections; beyond it new ones are closed at once, and the open ones keep "
-        "being served", default_text="just below the open-file limit (soft `RLIMIT_NOFILE`)"))
+        "being served", default_text="just below the soft open-file limit"))
     # Staged rollout: references loaded ahead, and who takes a share of the traffic.
     prewarm: tuple[Reference, ...] = field(default=(), metadata=env.declare(
         "MODEL_PREWARM", env.parsed(parse_references, "stages and @aliases, comma-separated"),
