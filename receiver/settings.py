@@ -19,11 +19,11 @@ BATCHING_MODES: tuple[Batching, ...] = ("auto", "on", "off")
 # One error type for a bad setting, in both packages; the receiver's older name stays importable.
 SettingsError = env.SettingError
 
-_SHARE = "<stage or @alias>:<percent>, e.g. @challenger:10"
+_SHARE = "<stage or @alias>[:<percent>], e.g. @challenger:10"
 
 
 def _shadow(text: str) -> Share:
-    return parse_share(text, 100.0)
+    return parse_share(text, untagged=100.0)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ class Settings:
     cache_size: int = field(default=5, metadata=env.declare(
         "MODEL_CACHE_SIZE", env.integer(low=1), "model versions kept in memory (LRU)"))
     update_interval: float = field(default=60.0, metadata=env.declare(
-        "MODEL_UPDATE_INTERVAL", env.seconds(), "poll interval, seconds"))
+        "MODEL_UPDATE_INTERVAL", env.seconds(),
+        "poll interval, seconds (each wait drawn within ±10 %, so replicas started together do "
+        "not poll in step)"))
     webhook_secret: str | None = field(default=None, metadata=env.declare(
         "HOTSWAP_WEBHOOK_SECRET", env.text("comma-separated secrets"),
         "if set, unsigned or wrongly signed notifications get 401; several comma-separated "
@@ -117,12 +119,16 @@ class Settings:
         "the default endpoint"))
     canary: Share | None = field(default=None, metadata=env.declare(
         "MODEL_CANARY", env.parsed(parse_share, _SHARE),
-        "`<stage or @alias>:<percent>`, e.g. `@challenger:10`: that share of requests answered "
-        "by that version; sticky per `X-Hotswap-Key`"))
+        "`<stage or @alias>[:<percent>]`, e.g. `@challenger:10`: that share of requests "
+        "answered by that version; sticky per `X-Hotswap-Key`. Without `:<percent>` "
+        "(`@challenger`) the share is the registered model's tag `hotswap.canary_percent` "
+        "(0-100), read at every refresh; no tag, or a value that is not a percent (logged "
+        "once), is 0"))
     shadow: Share | None = field(default=None, metadata=env.declare(
-        "MODEL_SHADOW", env.parsed(_shadow, "<stage or @alias>[:<percent>], e.g. Staging"),
-        "`<stage or @alias>[:<percent>]`, e.g. `Staging`: that share (default 100) also "
-        "scored by that version after the answer is sent"))
+        "MODEL_SHADOW", env.parsed(_shadow, _SHARE),
+        "`<stage or @alias>[:<percent>]`, e.g. `Staging:50`: that share also scored by that "
+        "version after the answer is sent. Without `:<percent>` the share is the tag "
+        "`hotswap.shadow_percent`; with no tag, 100; a value that is not a percent, 0"))
 
     def __post_init__(self) -> None:
         env.check(self)
