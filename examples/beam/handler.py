@@ -61,7 +61,7 @@ class ServedModel:
         return loaded.uri, loaded.predict(rows, params)
 
 
-class MlflowModelHandler(ModelHandler):  # type: ignore[misc]
+class MlflowModelHandler(ModelHandler):
     def __init__(self, model_uri: str, *, follow: Follow | None = None,
                  tracking_uri: str | None = None, min_batch_size: int | None = None,
                  max_batch_size: int | None = None, max_batch_duration_secs: int | None = None,

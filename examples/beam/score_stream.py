@@ -75,7 +75,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
                         | "Parse" >> beam.Map(_parse))
     _ = (transactions
          | "KeyById" >> beam.Map(lambda row: (row["id"], _features(row)))
-         | "Score" >> RunInference(handler, model_metadata_pcoll=metadata)
+         | "Score" >> RunInference(handler, model_metadata_pcoll=metadata)  # type: ignore[arg-type]
          | "ToRecord" >> beam.MapTuple(_record)
          | "Write" >> beam.ParDo(WriteJsonLines(args.output)))
 

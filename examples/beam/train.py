@@ -69,7 +69,7 @@ def build(pipeline: beam.Pipeline, rows: int, seed: int, shards: int, n_estimato
          | "Save" >> beam.Map(_save, model_path))
 
 
-class GatherShards(beam.CombineFn):  # type: ignore[misc]
+class GatherShards(beam.CombineFn):
     """Shards (index, frame, values) into one, in index order: the same rows every run."""
 
     def create_accumulator(self) -> list[Shard]:

@@ -27,7 +27,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 _UNBOUNDED = 2**62
 
 
-class FollowJsonLines(beam.PTransform):  # type: ignore[misc]
+class FollowJsonLines(beam.PTransform):
     def __init__(self, pattern: str, end: str, poll: float = 0.2) -> None:
         super().__init__()
         self._pattern, self._end, self._poll = pattern, end, poll
@@ -38,7 +38,7 @@ class FollowJsonLines(beam.PTransform):  # type: ignore[misc]
                 | beam.ParDo(_FollowFiles(self._pattern, self._end, self._poll)))
 
 
-class _FileIndexes(RestrictionProvider):  # type: ignore[misc]
+class _FileIndexes(RestrictionProvider):
     def initial_restriction(self, element: Any) -> OffsetRange:
         return OffsetRange(0, _UNBOUNDED)
 
@@ -54,7 +54,7 @@ _FILES = beam.DoFn.RestrictionParam(_FileIndexes())
 _WATERMARK = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())
 
 
-class _FollowFiles(beam.DoFn):  # type: ignore[misc]
+class _FollowFiles(beam.DoFn):
     def __init__(self, pattern: str, end: str, poll: float) -> None:
         self._pattern, self._end, self._poll = pattern, end, poll
 
@@ -82,7 +82,7 @@ class _FollowFiles(beam.DoFn):  # type: ignore[misc]
         tracker.defer_remainder(Duration(seconds=self._poll))
 
 
-class WriteJsonLines(beam.DoFn):  # type: ignore[misc]
+class WriteJsonLines(beam.DoFn):
     """Each bundle's records into `<folder>/<bundle id>.jsonl`, renamed into place whole."""
 
     def __init__(self, folder: str) -> None:

@@ -105,7 +105,7 @@ class RegistryWatch:
             notifications.release(self._follow.listen)
 
 
-class WatchMlflowRegistry(beam.PTransform):  # type: ignore[misc]
+class WatchMlflowRegistry(beam.PTransform):
     """Emits `ModelMetadata(model_id="models:/<name>/<version>", model_name=...)` each time
     `stage` or `alias` of `name` points to a new version: once at start, then on change.
 
@@ -140,7 +140,7 @@ class WatchMlflowRegistry(beam.PTransform):  # type: ignore[misc]
                     accumulation_mode=trigger.AccumulationMode.DISCARDING))
 
 
-class _WatchFn(beam.DoFn):  # type: ignore[misc]
+class _WatchFn(beam.DoFn):
     def __init__(self, reference: Reference, follow: Follow, tracking_uri: str | None) -> None:
         self._reference = reference
         self._follow = follow

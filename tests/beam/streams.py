@@ -46,7 +46,7 @@ class StreamFiles:
         return ids
 
     def scored(self) -> list[dict[str, Any]]:
-        records = []
+        records: list[dict[str, Any]] = []
         for path in sorted(self.outputs.glob("*.jsonl")):
             records.extend(json.loads(line) for line in path.read_text().splitlines() if line)
         return records

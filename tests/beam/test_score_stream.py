@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import requests
 
 from examples.beam import score_stream
 from examples.processes import promote, wait_until
@@ -43,9 +44,8 @@ def assert_predicted_by_their_version(files: StreamFiles, tracking_uri: str, nam
 
 
 def test_a_bounded_run_scores_every_row_with_the_production_version(
-        stack: PluginStack, tmp_path: Path) -> None:
-    name = "beam_bounded"
-    stack.register(name, versions=2)  # version 1 in Production
+        stack: PluginStack, shared_model: str, tmp_path: Path) -> None:
+    name = shared_model
     files = StreamFiles(tmp_path)
     files.send(30)
     files.send(20)
@@ -73,6 +73,10 @@ def test_a_stream_swaps_on_a_pushed_promotion_and_keeps_scoring_past_a_broken_on
     try:
         first = files.send(10)
         assert set(files.models_of(first, timeout=120).values()) == {f"models:/{name}/1"}
+        forged = requests.post(f"http://{listen}/", timeout=5, json={
+            "entity": "model_version", "action": "stage_transitioned",
+            "data": {"name": name, "version": "2", "to_stage": "Production"}})
+        assert forged.status_code == 401
 
         promote(name, "2", tracking_uri=stack.server.url)
         order = files.send_until_scored_by(f"models:/{name}/2")
