@@ -95,7 +95,9 @@ def _record(key: Any, result: PredictionResult) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # force: importing Beam already gave the root logger a WARNING handler.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
     args, beam_args = parse_args(argv)
     options = PipelineOptions(beam_args) if any(a.startswith("--runner") for a in beam_args) \
         else local_options(beam_args)
