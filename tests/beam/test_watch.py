@@ -73,7 +73,7 @@ def test_rows_as_dataframes_and_keyed_rows_through_run_inference(
                 KeyedMlflowModelHandler(uri, tracking_uri=stack.server.url))
              | "CollectKeyed" >> beam.Map(collect))
 
-    per_frame = [r for r in emitted if isinstance(r, PredictionResult)]
+    per_frame: list[Any] = [r for r in emitted if isinstance(r, PredictionResult)]
     assert sorted(len(r.inference) for r in per_frame) == [2, 3]
     assert all(isinstance(r.example, pd.DataFrame) and list(r.example.columns) == FEATURES
                for r in per_frame)
