@@ -36,7 +36,7 @@ from receiver.registry import (
     LoadedModel,
     ModelLoadFailed,
     ModelNotFound,
-    Registry,
+    RegistryLike,
     RegistryUnavailable,
 )
 from receiver.settings import Settings
@@ -79,7 +79,7 @@ class RefreshResult:
 
 
 class ModelUpdater:
-    def __init__(self, settings: Settings, registry: Registry, metrics: Metrics,
+    def __init__(self, settings: Settings, registry: RegistryLike, metrics: Metrics,
                  limiter: anyio.CapacityLimiter,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings

@@ -12,6 +12,7 @@ from receiver.metrics import Metrics
 from receiver.pinning import FAILED_TTL, PINNED_LOADS, PinnedLoadsBusy, PinnedModels
 from receiver.pinning import canonical_version as canonical
 from receiver.registry import ModelLoadFailed, ModelNotFound
+from tests.support.fakes import ManualClock
 
 
 class FakeUpdater:
@@ -38,15 +39,8 @@ class FakeUpdater:
         return version
 
 
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make() -> tuple[PinnedModels, FakeUpdater, Metrics, Clock]:
-    updater, metrics, clock = FakeUpdater(), Metrics(), Clock()
+def make() -> tuple[PinnedModels, FakeUpdater, Metrics, ManualClock]:
+    updater, metrics, clock = FakeUpdater(), Metrics(), ManualClock(100.0)
     return PinnedModels(updater, metrics, clock=clock), updater, metrics, clock  # type: ignore[arg-type]
 
 

@@ -1,4 +1,5 @@
-"""Registry.load's model preparation, on a real scikit-learn model saved by MLflow."""
+"""Registry: its model folder, and load's model preparation on a real scikit-learn model saved by
+MLflow."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from receiver.registry import _single_threaded
+from receiver.registry import Registry, _single_threaded
+from receiver.settings import Settings
 from tests.support.models import training_frame
 
 
@@ -38,3 +40,15 @@ def test_a_model_not_asking_for_parallelism_is_left_alone(tmp_path: Path) -> Non
     pyfunc = saved(LogisticRegression().fit(frame, labels), tmp_path / "m")
     _single_threaded(pyfunc)
     assert pyfunc.get_raw_model().get_params()["n_jobs"] is None
+
+
+def test_the_model_folder_made_at_start_is_removed_by_close(tmp_path: Path) -> None:
+    made = Registry(Settings(tracking_uri="http://127.0.0.1:9", model_names=("m",)))
+    root = made._model_root
+    assert root.is_dir()
+    made.close()
+    assert not root.exists()
+    given = Registry(Settings(tracking_uri="http://127.0.0.1:9", model_names=("m",),
+                              model_dir=str(tmp_path / "models")))
+    given.close()
+    assert (tmp_path / "models").is_dir()  # the user's folder is theirs

@@ -5,30 +5,21 @@ from __future__ import annotations
 
 from receiver.references import Reference, Share
 from receiver.registry import LoadedModel
-from tests.unit.test_updater import FakeRegistry, make, run, running
+from receiver.updater import ModelUpdater
+from tests.support.fakes import FakeRegistry
+from tests.support.updater import make, run, running
 
 STAGING = Reference("stage", "Staging")
 CHALLENGER = Reference("alias", "challenger")
 
 
-class RolloutRegistry(FakeRegistry):
-    """The followed pointer plus one pointer per rollout reference."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pointers: dict[Reference, str | None] = {}
-
-    def resolve(self, name: str, reference: Reference | None = None) -> str | None:
-        if reference is None:
-            return super().resolve(name)
-        self.resolves += 1
-        if self.unreachable:
-            raise ConnectionError("MLflow is down")
-        return self.pointers.get(reference)
+def held_version(updater: ModelUpdater, reference: Reference) -> str | None:
+    held = updater.held("m", reference)
+    return held.version if held else None
 
 
 def test_a_prewarmed_version_is_loaded_ahead_and_its_promotion_is_a_cache_hit() -> None:
-    registry = RolloutRegistry()
+    registry = FakeRegistry()
     registry.pointers[STAGING] = "2"
     updater, metrics = make(registry, cache_size=3, prewarm=(STAGING,))
 
@@ -51,18 +42,19 @@ def test_a_prewarmed_version_is_loaded_ahead_and_its_promotion_is_a_cache_hit() 
 
 
 def test_moving_the_alias_moves_what_is_held_and_a_broken_version_holds_nothing() -> None:
-    registry = RolloutRegistry()
+    registry = FakeRegistry()
     registry.pointers[CHALLENGER] = "2"
     updater, metrics = make(registry, cache_size=2, canary=Share(CHALLENGER, 10.0),
                             shadow=Share(CHALLENGER, 100.0))
 
     async def scenario() -> None:
         async with running(updater):
-            assert updater.held("m", CHALLENGER).version == "2"  # type: ignore[union-attr]
+            assert held_version(updater, CHALLENGER) == "2"
             registry.pointers[CHALLENGER] = "3"
             await updater.trigger("webhook")
-            assert updater.held("m", CHALLENGER).version == "3"  # type: ignore[union-attr]
-            registry.pointers[CHALLENGER], registry.broken = "4", {"4"}
+            assert held_version(updater, CHALLENGER) == "3"
+            registry.pointers[CHALLENGER] = "4"
+            registry.behaviour["4"] = RuntimeError("version 4 is broken")
             result = await updater.trigger("webhook")
             # The registry no longer points at 3, and 4 cannot load: nothing is held.
             assert updater.held("m", CHALLENGER) is None
@@ -75,7 +67,7 @@ def test_moving_the_alias_moves_what_is_held_and_a_broken_version_holds_nothing(
 
 
 def test_a_held_version_evicted_from_the_cache_is_freed_only_once_let_go() -> None:
-    registry = RolloutRegistry()
+    registry = FakeRegistry()
     registry.pointers[STAGING] = "2"
     updater, _ = make(registry, cache_size=2, prewarm=(STAGING,))
 
