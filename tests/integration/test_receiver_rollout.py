@@ -22,8 +22,8 @@ import requests
 from mlflow import MlflowClient
 
 from examples.processes import Process, metric, promote, wait_until
-from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
+from tests.support.stack import PluginStack, ReceiverSpec, served_version
 
 SECRET = "rollout-secret"
 STAGED, ROLLOUT = "staged-model", "rollout-model"
