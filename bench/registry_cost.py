@@ -1,4 +1,4 @@
-"""Part 5: cost to the registry.
+"""Cost to the registry (`python -m bench --parts 5`).
 
 1. Latency of the stage-transition REST call through the plugin against the plain store, with
    receivers up, down (connection refused) and hung (they accept the connection and never
@@ -10,7 +10,7 @@
    is its look-up before the transition (the promoted version and the holders of the stage) and
    queueing the events; delivery is asynchronous and waited for outside the timed call.
 
-    python -m bench.registry_cost [--smoke]     # part 5.2 alone, without the bench's stack
+    python -m bench.registry_cost [--smoke]     # measure 2 alone, without the bench's stack
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     result.notes += [
         f"`POST {PATH}` with `requests`, one kept-alive session per server; the servers take "
         "turns call by call (order alternating), all on the same SQLite database.",
-        "Up: the two receivers of parts 1-3, which re-resolve on every notification against "
+        "Up: the two receivers the other parts use, which re-resolve on every notification against "
         "this same one-worker MLflow server on the same 2 cores, so their lookups compete "
         "with the next call; 'answer 202' isolates the plugin itself. Down: two "
         "closed ports (refused, retried with back-off). Hung: a socket that never accepts "
@@ -238,7 +238,7 @@ def _promote(store: Any, name: str, version: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.registry_cost",
-                                     description="Part 5.2: the plugin's cost against the "
+                                     description="The plugin's cost against the "
                                                  "registry's size")
     parser.add_argument("--smoke", action="store_true", help="a few calls per size")
     args = parser.parse_args(argv)

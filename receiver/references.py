@@ -1,9 +1,9 @@
 """Registry references beside the followed one: a stage (`Staging`) or an alias (`@challenger`),
 with a traffic share for the canary and the shadow. Parsing only; no MLflow, no settings.
 
-Syntax (DESIGN.md): MODEL_PREWARM `Staging,@challenger`; MODEL_CANARY `<ref>:<percent>`;
-MODEL_SHADOW `<ref>[:<percent>]`. Errors are ValueErrors whose message says what is wrong;
-settings.py names the variable.
+Syntax (docs/contract.md, "References"): MODEL_PREWARM `Staging,@challenger`; MODEL_CANARY
+`<ref>:<percent>`; MODEL_SHADOW `<ref>[:<percent>]`. Errors are ValueErrors whose message says
+what is wrong; settings.py names the variable.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The one place that reads the receiver's environment variables (DESIGN.md, "The receiver")."""
+"""The one place that reads the receiver's environment variables (docs/contract.md, "Receiver
+settings")."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     # How long a signed notification stays acceptable, and how long delivery ids are remembered.
     webhook_max_age: float = 300.0
-    # Back-off after a failed update: 5, 10, 30, then every 60 s (DESIGN.md).
+    # Back-off after a failed update: 5, 10, 30, then every 60 s (docs/contract.md).
     retry_delays: tuple[float, ...] = (5.0, 10.0, 30.0, 60.0)
     model_dir: str | None = None
     # Predictions scored at once; the rest wait their turn. Scoring is mostly Python holding
@@ -46,12 +47,12 @@ class Settings:
     # A download + load + warm-up taking longer is abandoned and counted as failed.
     load_timeout: float = 600.0
     # The scoring lane (lane.py): merge concurrent requests into one predict call, bound the
-    # requests admitted, and give each a deadline. Defaults chosen from bench/ part 3.
+    # requests admitted, and give each a deadline. Defaults chosen from bench/throughput.py.
     batching: Batching = "auto"
     batch_max_rows: int = 1024
     max_queue: int = 256
     request_timeout: float = 60.0
-    # Staged rollout (issue 11): references loaded ahead, and who takes a share of the traffic.
+    # Staged rollout: references loaded ahead, and who takes a share of the traffic.
     prewarm: tuple[Reference, ...] = ()
     canary: Share | None = None
     shadow: Share | None = None

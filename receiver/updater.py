@@ -60,7 +60,7 @@ class RefreshStatus(str, enum.Enum):
 # plus one for those that arrive while it runs. One notification costs QUIET, and is worth it:
 # the other events of the same registry call (a transition's archived versions) come within
 # it, and the registry has finished answering that call when it is asked (asked at once, it
-# answered the call later: bench/ part 5).
+# answered the call later: bench/registry_cost.py).
 QUIET, SETTLE_MAX = 0.02, 1.0
 
 
@@ -265,7 +265,7 @@ class ModelUpdater:
         if current is not None and current.version == version:
             return
         # The registry no longer points at `current`: let it go before loading, so a version
-        # that fails to load leaves nothing stale behind (principle 1).
+        # that fails to load leaves nothing stale behind: the registry is the truth.
         self._hold(name, reference, None)
         self._drop(current)
         if version is None:
@@ -290,7 +290,7 @@ class ModelUpdater:
         self._metrics.load_duration.observe(model.load_seconds)
         # What is loaded by now (MLflow, the model's libraries, the model) lives on: take it out
         # of the cyclic collector's walks. A full collection walks every tracked object while
-        # holding the GIL, a stall of every request in flight (bench/ part 3's tail). Collect
+        # holding the GIL, a stall of every request in flight (a tail the bench shows). Collect
         # first, so the load's own cyclic garbage is not frozen with it; that walk is a long
         # one only the first time. Frozen objects are still freed by reference counting when
         # the cache lets a model go.

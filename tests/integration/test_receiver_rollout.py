@@ -1,4 +1,4 @@
-"""Staged rollout (issue 11) against a real `mlflow server` with the plugin, so every registry
+"""Staged rollout against a real `mlflow server` with the plugin, so every registry
 change is pushed: receivers poll only every 600 s, so whatever they pick up within a test's
 deadline came by notification.
 
