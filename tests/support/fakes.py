@@ -14,7 +14,7 @@ from typing import Any
 from mlflow.types import Schema
 
 from receiver.references import Reference
-from receiver.registry import LoadedModel
+from receiver.registry import LoadedModel, ModelSnapshot
 
 # What a load does before it answers: raise the exception, wait for the event (at most
 # 30 s), or call the function (which may raise, or call sys.exit as model code can).
@@ -32,17 +32,21 @@ def loaded_model(version: str = "1", name: str = "m", pyfunc: Any = None,
 class FakeRegistry:
     """Stands in for MLflow's registry.
 
-    The followed stage or alias points to `pointer`, any other reference to
-    `pointers[reference]`. A load records the version in `loads`, does what `behaviour[version]`
-    says (nothing by default), then answers `loaded_model(version, pyfunc=pyfunc(version))`.
-    Resolves are counted, and held while `gate` is cleared; `unreachable` makes them fail as
-    MLflow being down does. Releases are recorded in `released`, `close` sets `closed`.
+    A snapshot says that the followed reference (`followed`: Production unless set) points to
+    `pointer`, any other reference to `pointers[reference]`, and that the model's tags are
+    `tags`. Snapshots are counted in `resolves`, and held while `gate` is cleared;
+    `unreachable` makes them fail as MLflow being down does. A load records the version in
+    `loads`, does what `behaviour[version]` says (nothing by default), then answers
+    `loaded_model(version, pyfunc=pyfunc(version))`. Releases are recorded in `released`,
+    `close` sets `closed`.
     """
 
     def __init__(self, pointer: str | None = "1",
                  pyfunc: Callable[[str], Any] = lambda version: None) -> None:
+        self.followed = Reference("stage", "Production")
         self.pointer = pointer
         self.pointers: dict[Reference, str | None] = {}
+        self.tags: dict[str, str] = {}
         self.behaviour: dict[str, Behaviour] = {}
         self.pyfunc = pyfunc
         self.unreachable = False
@@ -53,12 +57,18 @@ class FakeRegistry:
         self.gate = threading.Event()
         self.gate.set()
 
-    def resolve(self, name: str, reference: Reference | None = None) -> str | None:
+    def snapshot(self, name: str) -> ModelSnapshot:
         self.resolves += 1
         self.gate.wait(timeout=10)
         if self.unreachable:
             raise ConnectionError("MLflow is down")
-        return self.pointer if reference is None else self.pointers.get(reference)
+        pointing = {reference: version
+                    for reference, version in {**self.pointers, self.followed: self.pointer}.items()
+                    if version is not None}
+        return ModelSnapshot(
+            aliases={r.name: v for r, v in pointing.items() if r.kind == "alias"},
+            stages={r.name.lower(): v for r, v in pointing.items() if r.kind == "stage"},
+            tags=dict(self.tags))
 
     def load(self, name: str, version: str) -> LoadedModel:
         self.loads.append(version)

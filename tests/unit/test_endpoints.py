@@ -56,7 +56,7 @@ def make_client(pointer: str | None, **settings: Any) -> Iterator[tuple[TestClie
                       registry=registry(pointer))
     with TestClient(create_app(service=service), raise_server_exceptions=False) as client:
         if pointer is not None:
-            wait_until(lambda: service.updater.served("m") is not None, timeout=10,
+            wait_until(lambda: service.models.served("m") is not None, timeout=10,
                        message="the startup refresh served a model")
         yield client, service
 

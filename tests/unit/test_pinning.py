@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
+import anyio
 import pytest
 
 from receiver.errors import DOMAIN_ERRORS
@@ -15,22 +17,22 @@ from receiver.registry import ModelLoadFailed, ModelNotFound
 from tests.support.fakes import ManualClock
 
 
-class FakeUpdater:
+class FakeModels:
     def __init__(self) -> None:
         self.loaded: set[tuple[str, str]] = set()
         self.loads: list[str] = []
         self.broken: set[str] = set()
-        self.gate = asyncio.Event()
+        self.gate = threading.Event()
         self.gate.set()
 
     def cached(self, name: str, version: str) -> Any:
         return version if (name, version) in self.loaded else None
 
-    async def pinned(self, name: str, version: str) -> Any:
+    def get(self, name: str, version: str) -> Any:
         if (name, version) in self.loaded:
             return version
         self.loads.append(version)
-        await self.gate.wait()
+        self.gate.wait(timeout=10)
         if version in self.broken:
             raise ModelLoadFailed(f"{name} version {version} failed to load")
         if version == "404":
@@ -39,9 +41,11 @@ class FakeUpdater:
         return version
 
 
-def make() -> tuple[PinnedModels, FakeUpdater, Metrics, ManualClock]:
-    updater, metrics, clock = FakeUpdater(), Metrics(), ManualClock(100.0)
-    return PinnedModels(updater, metrics, clock=clock), updater, metrics, clock  # type: ignore[arg-type]
+def make() -> tuple[PinnedModels, FakeModels, Metrics, ManualClock]:
+    models, metrics, clock = FakeModels(), Metrics(), ManualClock(100.0)
+    pinned = PinnedModels(models, anyio.CapacityLimiter(4), metrics,  # type: ignore[arg-type]
+                          clock=clock)
+    return pinned, models, metrics, clock
 
 
 @pytest.mark.parametrize("version", ["1", "9", "10", "123456789"])
