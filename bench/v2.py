@@ -1,4 +1,4 @@
-"""Part 7: the Open Inference Protocol. V2 `infer` against `/invocations` on the same receiver
+"""The Open Inference Protocol: V2 `infer` against `/invocations` on the same receiver
 (same version, same rows), and against MLServer 1.7's V2 endpoint (its MLflow runtime, adaptive
 batching on), serving the same version, in one run with the servers in rotating order.
 
