@@ -19,8 +19,8 @@ from kserve import InferInput, InferRequest
 from kserve.inference_client import InferenceRESTClient, RESTConfig
 
 from examples.processes import Process, metric, promote, start_receiver, wait_until
-from tests.integration.conftest import served_version
 from tests.support.models import FEATURES, register_sklearn_model, training_frame
+from tests.support.stack import served_version
 
 MODEL = "oip"
 MAX_BODY = 64 * 1024
