@@ -19,6 +19,7 @@ TARGETS = "HOTSWAP_TARGETS"
 SECRET = "HOTSWAP_WEBHOOK_SECRET"
 TIMEOUT = "HOTSWAP_TIMEOUT"
 MAX_RETRIES = "HOTSWAP_MAX_RETRIES"
+MAX_ADDRESSES = "HOTSWAP_MAX_ADDRESSES"
 # Upper bounds keep a dead receiver from holding its delivery lane for hours.
 MAX_TIMEOUT = 300.0
 MAX_RETRIES_LIMIT = 20
@@ -35,9 +36,9 @@ class Settings:
     secrets: tuple[str, ...] = field(default=(), repr=False)
     timeout: float = 5.0
     max_retries: int = 3
-    # Not environment settings: limits that keep the notifier bounded.
+    max_addresses: int = 10000  # addresses notified per target (replicas behind one name)
+    # Not an environment setting: keeps the notifier's memory bounded.
     queue_size: int = 1000  # deliveries waiting, per target and per address
-    max_addresses: int = 64  # addresses notified per target (replicas behind one name)
 
     def __post_init__(self) -> None:
         if isinstance(self.secrets, str):
@@ -50,8 +51,10 @@ class Settings:
         if not 0 <= self.max_retries <= MAX_RETRIES_LIMIT:
             raise ConfigError(f"{MAX_RETRIES} must be 0 or more, at most {MAX_RETRIES_LIMIT}, "
                               f"got {self.max_retries!r}")
-        if self.queue_size < 1 or self.max_addresses < 1:
-            raise ConfigError("queue_size and max_addresses must be at least 1")
+        if self.max_addresses < 1:
+            raise ConfigError(f"{MAX_ADDRESSES} must be at least 1, got {self.max_addresses!r}")
+        if self.queue_size < 1:
+            raise ConfigError(f"queue_size must be at least 1, got {self.queue_size!r}")
 
     @property
     def secret(self) -> str | None:
@@ -62,7 +65,7 @@ class Settings:
         # Never show a secret, nor credentials a target URL may carry.
         return (f"Settings(targets={[redact(t) for t in self.targets]!r}, "
                 f"secrets=<{len(self.secrets)} set>, timeout={self.timeout!r}, "
-                f"max_retries={self.max_retries!r})")
+                f"max_retries={self.max_retries!r}, max_addresses={self.max_addresses!r})")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,7 +74,8 @@ class Settings:
         return cls(targets=targets,
                    secrets=parse_secrets(env.get(SECRET)),
                    timeout=_float(env, TIMEOUT, 5.0),
-                   max_retries=_int(env, MAX_RETRIES, 3))
+                   max_retries=_int(env, MAX_RETRIES, 3),
+                   max_addresses=_int(env, MAX_ADDRESSES, 10000))
 
 
 def check_target(target: str) -> None:

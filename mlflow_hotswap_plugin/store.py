@@ -20,7 +20,7 @@ from typing import Any
 from mlflow.store.model_registry.abstract_store import AbstractStore
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-from mlflow_hotswap_plugin import compat, events, stage_changes
+from mlflow_hotswap_plugin import compat, events, exit_hooks, stage_changes
 from mlflow_hotswap_plugin.notifier import Notifier
 from mlflow_hotswap_plugin.settings import TARGETS, Settings, redact
 
@@ -87,9 +87,17 @@ class HotswapRegistryStore(AbstractStore):
         if notifier.targets:
             logger.info("mlflow-hotswap: notifying %d target(s) of registry changes",
                         len(notifier.targets))
+            # Deliveries still queued when the process ends are logged, not lost in silence.
+            exit_hooks.watch(notifier)
         else:
             logger.warning("mlflow-hotswap: %s is not set; registry changes notify no one",
                            TARGETS)
+
+    def close(self, timeout: float = exit_hooks.EXIT_GRACE) -> None:
+        """Give queued deliveries `timeout` seconds, log what is dropped, and release the exit
+        hooks this store installed (the last store to close restores the previous ones)."""
+        exit_hooks.unwatch(self.notifier)
+        self.notifier.close(timeout)
 
     def _real(self) -> Any:
         """The real store's methods (MLflow's are untyped: Any keeps that in one place)."""
