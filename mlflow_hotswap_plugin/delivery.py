@@ -109,8 +109,9 @@ class Sender:
 
 
 def deliver(sender: Sender, event: Event, target: Target, address: str, retries: int,
-            backoff: Backoff = Backoff()) -> Outcome:
+            backoff: Backoff | None = None) -> Outcome:
     """Deliver `event` to one address, retrying in this thread; blocks; never raises."""
+    backoff = backoff or Backoff()
     body = event.to_json()
     delivery_id = str(uuid.uuid4())
     attempt = 0

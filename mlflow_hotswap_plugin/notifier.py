@@ -41,13 +41,13 @@ class _Job:
 
 class Notifier:
     def __init__(self, settings: Settings, resolver: Resolver = targets.resolve,
-                 backoff: Backoff = Backoff(), workers: int = WORKERS, idle: float = IDLE,
+                 backoff: Backoff | None = None, workers: int = WORKERS, idle: float = IDLE,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.targets = [Target.parse(url) for url in settings.targets]
         self.emitted = False  # only a notifier that has emitted has anything to report
         self._resolve = resolver
-        self._backoff = backoff
+        self._backoff = backoff or Backoff()
         self._sender = Sender(settings.secret, settings.timeout, pools=4 * workers,
                               clock=clock)
         self._lanes: Lanes[_Job] = Lanes(self._attempt, workers=workers,

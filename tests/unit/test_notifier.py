@@ -20,8 +20,8 @@ from examples.processes import free_port, wait_until
 from mlflow_hotswap_plugin import events, signing
 from mlflow_hotswap_plugin.delivery import Backoff
 from mlflow_hotswap_plugin.notifier import Notifier
-from mlflow_hotswap_plugin.targets import Resolver, resolve
 from mlflow_hotswap_plugin.settings import Settings
+from mlflow_hotswap_plugin.targets import Resolver, resolve
 from tests.support.capture import Delivery, capture_server, capture_servers_on_one_port
 from tests.support.hung import hung_server
 
