@@ -4,7 +4,9 @@ A key's jobs run one at a time and in order: its first job stays at the head of 
 it is finished, through every retry, so later events to that address never overtake it. A job
 waiting for its retry holds no thread: it sleeps on a timer heap, and the workers meanwhile
 serve the other keys. So a hung address costs one worker for one attempt's timeout at a time,
-and delays no other address while the pool is larger than the number of hung ones.
+and delays no other address while the pool is larger than the number of hung ones; retries
+(the attempts most likely to hang again) take at most half the pool, so even many hung
+addresses leave the other half to first attempts.
 
 Workers start when work arrives (up to the pool's size) and end after `idle` seconds without
 any, so an MLflow server that changes nothing holds no delivery thread.
@@ -67,7 +69,9 @@ class Lanes(Generic[Job]):
         (threads do not survive fork)."""
         self._cond = threading.Condition(threading.Lock())
         self._queues: dict[Hashable, _Queue[Job]] = {}  # keys with work only
-        self._ready: deque[_Queue[Job]] = deque()  # queues whose head can be attempted now
+        self._ready: deque[_Queue[Job]] = deque()  # queues whose next job is new
+        self._retries: deque[_Queue[Job]] = deque()  # queues whose head's retry is due
+        self._retrying = 0  # workers busy with a retry
         self._sleeping: list[tuple[float, int, _Queue[Job]]] = []  # (due, tiebreak, queue)
         self._tiebreak = itertools.count()
         self._jobs = 0
@@ -120,12 +124,16 @@ class Lanes(Generic[Job]):
                     return
                 queue.attempts += 1
                 job, attempt = queue.jobs[0], queue.attempts
+                self._retrying += attempt > 1
             try:
                 retry_in = self._attempt(job, attempt)
             except Exception:  # the workers' boundary: log, finish the job, carry on
                 logger.exception("mlflow-hotswap: a notification job for %s failed", queue.key)
                 retry_in = None
             with self._cond:
+                if attempt > 1:
+                    self._retrying -= 1
+                    self._cond.notify()  # a due retry may wait for this slot
                 if retry_in is None:
                     self._finish(queue)
                 else:
@@ -139,12 +147,16 @@ class Lanes(Generic[Job]):
         while True:
             now = self._clock()
             while self._sleeping and self._sleeping[0][0] <= now:
-                self._ready.append(heapq.heappop(self._sleeping)[2])
+                self._retries.append(heapq.heappop(self._sleeping)[2])
             if self._ready:
                 return self._ready.popleft()
-            if not self._sleeping and now >= idle_until:
+            if self._retries and self._retrying < max(1, self._max_workers // 2):
+                return self._retries.popleft()
+            if not self._sleeping and not self._retries and now >= idle_until:
                 return None
             until = self._sleeping[0][0] if self._sleeping else idle_until
+            if self._retries:  # held back by the cap: woken when a retry slot frees
+                until = min(until, now + self._idle)
             self._waiting_workers += 1
             self._cond.wait(max(0.0, until - now))
             self._waiting_workers -= 1

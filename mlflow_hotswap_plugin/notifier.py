@@ -26,7 +26,7 @@ from mlflow_hotswap_plugin.targets import Resolver, Target
 
 logger = logging.getLogger(__name__)
 
-WORKERS = 32  # delivery threads at most: far more than a few hung receivers can hold at once
+WORKERS = 16  # delivery threads at most: more than a few hung receivers can hold at once
 IDLE = 60.0  # seconds a worker waits for work before it ends
 
 

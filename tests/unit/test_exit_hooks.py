@@ -3,6 +3,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def test_hooks_stay_while_any_notifier_is_watched() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _nothing_watched_after() -> None:
-    yield  # type: ignore[misc]
+def _nothing_watched_after() -> Iterator[None]:
+    yield
     for notifier in exit_hooks.watched():
         exit_hooks.unwatch(notifier)

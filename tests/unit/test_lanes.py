@@ -146,3 +146,31 @@ def test_idle_workers_end_and_new_work_starts_them_again() -> None:
     wait_until(lambda: pool.workers == 0 and done == ["1"] and not threads(), timeout=5)
     pool.put("a", "2")
     wait_until(lambda: done == ["1", "2"], timeout=5)
+
+
+def test_retries_take_at_most_half_the_pool_so_new_work_keeps_flowing() -> None:
+    lock = threading.Lock()
+    retrying = [0, 0]  # now, most at once
+    done: list[str] = []
+
+    def step(job: str, attempt: int) -> float | None:
+        if not job.startswith("hung"):
+            done.append(job)
+            return None
+        with lock:
+            retrying[0] += attempt > 1
+            retrying[1] = max(retrying)
+        threading.Event().wait(0.05)  # an attempt that times out
+        with lock:
+            retrying[0] -= attempt > 1
+        return 0.0 if attempt < 8 else None
+
+    pool = lanes(step, workers=4)
+    for index in range(6):
+        pool.put(f"hung{index}", f"hung{index}")
+    wait_until(lambda: retrying[0] > 0, timeout=5, message="hung keys retrying")
+    for index in range(100):
+        pool.put(f"key{index}", f"key{index}")
+    wait_until(lambda: len(done) == 100, timeout=10, message="new work done beside retries")
+    assert pool.wait_idle(10)
+    assert retrying[1] == 2
