@@ -17,6 +17,8 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from mlflow_hotswap_plugin import compat
+
 if TYPE_CHECKING:
     from mlflow_hotswap_plugin.notifier import Notifier
 
@@ -32,14 +34,16 @@ def watch(notifier: Notifier) -> None:
     """Close `notifier` at exit (atexit and SIGTERM) and reset it in a forked child."""
     global _fork_hook_registered
     with _lock:
-        if not _watched:
+        first = not _watched
+        if notifier not in _watched:
+            _watched.append(notifier)
+        if first:
             atexit.register(close_all, EXIT_GRACE)
-            _hook_sigterm()
             if not _fork_hook_registered:
                 os.register_at_fork(after_in_child=_after_fork_in_child)
                 _fork_hook_registered = True
-        if notifier not in _watched:
-            _watched.append(notifier)
+    if first:  # outside the lock: the main thread may be waiting for it in close_all
+        compat.call_in_main_thread(_hook_sigterm)
 
 
 def unwatch(notifier: Notifier) -> None:
@@ -47,9 +51,11 @@ def unwatch(notifier: Notifier) -> None:
     with _lock:
         if notifier in _watched:
             _watched.remove(notifier)
-        if not _watched:
+        last = not _watched
+        if last:
             atexit.unregister(close_all)
-            _unhook_sigterm()
+    if last:
+        compat.call_in_main_thread(_unhook_sigterm)
 
 
 def watched() -> list[Notifier]:
@@ -87,9 +93,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _hook_sigterm() -> None:
+    """In the main thread (signal handlers belong there): wrap the SIGTERM handler."""
     global _previous_sigterm
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers belong to the main thread: only atexit reports
     previous = signal.getsignal(signal.SIGTERM)
     if previous is None or previous == signal.SIG_IGN or previous is _on_sigterm:
         return  # set outside Python, ignored on purpose, or ours already: leave it alone
@@ -99,7 +104,7 @@ def _hook_sigterm() -> None:
 
 def _unhook_sigterm() -> None:
     global _previous_sigterm
-    if _previous_sigterm is None or threading.current_thread() is not threading.main_thread():
+    if _previous_sigterm is None:
         return
     if signal.getsignal(signal.SIGTERM) is _on_sigterm:  # nobody replaced ours since
         signal.signal(signal.SIGTERM, _previous_sigterm)

@@ -10,6 +10,7 @@ threads. A full queue drops the delivery and logs it; so does `close()`, for wha
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -48,8 +49,9 @@ class Notifier:
         self.emitted = False  # only a notifier that has emitted has anything to report
         self._resolve = resolver
         self._backoff = backoff or Backoff()
-        self._sender = Sender(settings.secret, settings.timeout, pools=4 * workers,
-                              clock=clock)
+        self._new_sender: Callable[[], Sender] = functools.partial(
+            Sender, settings.secret, settings.timeout, pools=4 * workers, clock=clock)
+        self._sender = self._new_sender()
         self._lanes: Lanes[_Job] = Lanes(self._attempt, workers=workers,
                                          queue_size=settings.queue_size, idle=idle)
         self._closed = False
@@ -97,8 +99,10 @@ class Notifier:
         return left
 
     def after_fork(self) -> None:
-        """In a child forked while workers ran: start with no work and no worker."""
+        """In a child forked while workers ran: start with no work, no worker and no
+        connection (the parent's sockets are the parent's)."""
         self._lanes.reset()
+        self._sender = self._new_sender()
 
     @property
     def workers(self) -> int:

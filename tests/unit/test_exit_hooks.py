@@ -1,17 +1,21 @@
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from mlflow_hotswap_plugin import exit_hooks
+from mlflow_hotswap_plugin import compat, events, exit_hooks
 from mlflow_hotswap_plugin.notifier import Notifier
 from mlflow_hotswap_plugin.settings import Settings
 from mlflow_hotswap_plugin.store import HotswapRegistryStore
+from tests.support.capture import capture_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,6 +70,45 @@ def test_hooks_stay_while_any_notifier_is_watched() -> None:
         assert signal.getsignal(signal.SIGTERM) is not before
     exit_hooks.unwatch(two)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_child_forked_while_workers_run_starts_its_own() -> None:
+    with capture_server() as capture:
+        note = Notifier(Settings(targets=(capture.url,)))
+        exit_hooks.watch(note)
+        note.emit(events.model_deleted("parent"))
+        assert note.flush(10)
+        assert note.workers > 0  # idle, waiting for work: its thread is not in the child
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 1
+            try:
+                note.emit(events.model_deleted("child"))
+                code = 0 if note.flush(10) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        capture.wait_for("registered_model.deleted", where=lambda d: d.data["name"] == "child")
+
+
+def test_the_main_thread_is_reached_from_where_mlflow_builds_the_store() -> None:
+    # MLflow 3.x builds the store in a request, in an anyio worker thread of uvicorn's loop.
+    reached: list[threading.Thread] = []
+
+    def from_a_worker_thread() -> bool:
+        return compat.call_in_main_thread(lambda: reached.append(threading.current_thread()))
+
+    async def serve() -> bool:
+        return await anyio.to_thread.run_sync(from_a_worker_thread)
+
+    assert anyio.run(serve) is True
+    assert reached == [threading.main_thread()]
+    plain: list[bool] = []
+    thread = threading.Thread(target=lambda: plain.append(from_a_worker_thread()))
+    thread.start()
+    thread.join(10)
+    assert plain == [False] and len(reached) == 1
 
 
 @pytest.fixture(autouse=True)
