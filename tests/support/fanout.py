@@ -33,6 +33,7 @@ class FanoutStub:
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._sockets = self._bind()
+        self._servers: list[asyncio.Server] = []
         self._thread = threading.Thread(target=self._run, daemon=True, name="fanout-stub")
 
     def received(self, address: str) -> list[dict[str, Any]]:
@@ -69,8 +70,8 @@ class FanoutStub:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        for sock in self._sockets:
-            self._loop.run_until_complete(asyncio.start_server(self._serve, sock=sock))
+        self._servers = [self._loop.run_until_complete(asyncio.start_server(self._serve, sock=sock))
+                         for sock in self._sockets]
         self._loop.run_forever()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -101,10 +102,23 @@ class FanoutStub:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
         for sock in self._sockets:
             sock.close()
+
+    async def _cancel_all(self) -> None:
+        """Stop accepting, then end the kept-alive and the hung connections, so no task is left
+        pending."""
+        for server in self._servers:
+            server.close()
+        await asyncio.sleep(0)  # connections accepted just before start their tasks
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextmanager

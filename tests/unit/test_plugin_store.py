@@ -36,9 +36,11 @@ class RecordingNotifier(Notifier):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> HotswapRegistryStore:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HotswapRegistryStore]:
     db = tmp_path_factory.mktemp("registry") / "mlflow.db"
-    return HotswapRegistryStore(f"hotswap+sqlite:///{db}", notifier=RecordingNotifier())
+    store = HotswapRegistryStore(f"hotswap+sqlite:///{db}", notifier=RecordingNotifier())
+    yield store
+    store.close(timeout=0)  # releases the exit hooks the store installed
 
 
 @pytest.fixture
