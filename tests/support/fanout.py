@@ -34,6 +34,7 @@ class FanoutStub:
         self._loop = asyncio.new_event_loop()
         self._sockets = self._bind()
         self._servers: list[asyncio.Server] = []
+        self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._run, daemon=True, name="fanout-stub")
 
     def received(self, address: str) -> list[dict[str, Any]]:
@@ -70,12 +71,14 @@ class FanoutStub:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._stopping = asyncio.Event()
         self._servers = [self._loop.run_until_complete(asyncio.start_server(self._serve, sock=sock))
                          for sock in self._sockets]
         self._loop.run_forever()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = writer.get_extra_info("sockname")[0]
+        self._writers.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -86,7 +89,8 @@ class FanoutStub:
                         length = int(value)
                 body = await reader.readexactly(length)
                 if address in self.hung:
-                    await asyncio.Event().wait()  # never answer
+                    await self._stopping.wait()  # never answer
+                    return
                 with self._lock:
                     self._received[address].append(json.loads(body))
                     self._arrival[address] = time.perf_counter()
@@ -95,6 +99,7 @@ class FanoutStub:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     def __enter__(self) -> FanoutStub:
@@ -102,23 +107,23 @@ class FanoutStub:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
         for sock in self._sockets:
             sock.close()
 
-    async def _cancel_all(self) -> None:
-        """Stop accepting, then end the kept-alive and the hung connections, so no task is left
-        pending."""
+    async def _shutdown(self) -> None:
+        """Stop accepting, close every connection (kept-alive or hung) and let each handler
+        end by itself, so no task is left pending."""
         for server in self._servers:
             server.close()
-        await asyncio.sleep(0)  # connections accepted just before start their tasks
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._stopping.set()
+        for writer in list(self._writers):
+            writer.close()
+        while self._writers:
+            await asyncio.sleep(0.01)
 
 
 @contextmanager
