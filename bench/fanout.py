@@ -1,6 +1,6 @@
 """Fan-out: one registry call notifies 1,000 replicas behind one hostname.
 
-Two `mlflow server`s with the plugin on one SQLite database take calls in turn: one whose
+Two `mlflow server`s with the plugin, each on its SQLite database, take calls in turn: one whose
 HOTSWAP_TARGETS is a name resolving to 1,000 loopback addresses (127.0.1.0 on, a stub replica
 on each, all on one port: tests/support/fanout.py), one with no target. Each call sets the
 registered-model tag `hotswap.canary_percent`. Measured per call: the call's latency on each
@@ -26,7 +26,7 @@ from bench.report import render_part
 from bench.result import PartResult, table
 from bench.stack import SECRET, Stack
 from bench.stats import ms, percentile
-from examples.processes import Process, group_pids, start_mlflow_server
+from examples.processes import Process, group_pids, start_mlflow_server, wait_up
 from mlflow_hotswap_plugin import events
 from mlflow_hotswap_plugin.notifier import WORKERS, Notifier
 from mlflow_hotswap_plugin.settings import Settings
@@ -48,14 +48,17 @@ def measure(workdir: Path, cfg: Config) -> PartResult:
     result = PartResult(7, f"Fan-out to {cfg.fanout_replicas:,} replicas behind one name")
     addresses = loopback_addresses(cfg.fanout_replicas)
     with FanoutStub(addresses) as stub:
-        backend = f"sqlite:///{workdir / 'mlflow.db'}"
         env = {"HOTSWAP_TARGETS": f"http://{NAME}:{stub.port}/webhooks/mlflow",
                "HOTSWAP_WEBHOOK_SECRET": SECRET, **fake_dns_env(workdir, {NAME: addresses})}
-        fleet = start_mlflow_server(workdir / "fleet", backend_uri=backend, extra_env=env)
-        alone = start_mlflow_server(workdir / "alone", backend_uri=backend,
-                                    extra_env={"HOTSWAP_TARGETS": ""})
+        # Each on a database of its own: two fresh servers creating one would race.
+        fleet = start_mlflow_server(workdir / "fleet", extra_env=env, wait=False)
+        alone = start_mlflow_server(workdir / "alone", extra_env={"HOTSWAP_TARGETS": ""},
+                                    wait=False)
         try:
-            light_versions(alone.url, MODEL, 1)
+            for server in (fleet, alone):  # started side by side: half the wait
+                wait_up(server, "/health", timeout=120)
+            for server in (fleet, alone):
+                light_versions(server.url, MODEL, 1)
             rounds = _rounds(fleet, alone, stub, cfg.fanout_rounds)
         finally:
             fleet.stop()
