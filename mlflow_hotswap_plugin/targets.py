@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import urllib3
 
-from mlflow_hotswap_plugin.settings import MAX_ADDRESSES, redact
+from mlflow_hotswap_plugin.settings import redact
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def addresses(target: Target, resolver: Resolver, limit: int) -> list[str]:
         raise OSError(f"{target.host} resolves to no address")
     if len(found) > limit:
         # Loud: the replicas past the limit only hear of a change at their next poll.
-        logger.warning("mlflow-hotswap: %s resolves to %d addresses, more than %s=%d: %d "
-                       "replica(s) are NOT notified", target.host, len(found), MAX_ADDRESSES,
-                       limit, len(found) - limit)
+        logger.warning("mlflow-hotswap: %s resolves to %d addresses, more than "
+                       "HOTSWAP_MAX_ADDRESSES=%d: %d replica(s) are NOT notified", target.host,
+                       len(found), limit, len(found) - limit)
     return found[:limit]
