@@ -18,6 +18,7 @@ from cachetools import TTLCache
 
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel, ModelLoadFailed, ModelNotFound
+from receiver.retryable import Retryable
 from receiver.updater import ModelUpdater
 
 PINNED_LOADS = 2
@@ -26,10 +27,8 @@ FAILED_TTL = 30.0
 _MAX_DIGITS = 18
 
 
-class PinnedLoadsBusy(RuntimeError):
+class PinnedLoadsBusy(Retryable):
     """Too many pinned versions are loading at once; retry shortly."""
-
-    retry_after = 1
 
 
 def canonical_version(version: str) -> bool:

@@ -39,9 +39,9 @@ class Settings:
     # Back-off after a failed update: 5, 10, 30, then every 60 s (DESIGN.md).
     retry_delays: tuple[float, ...] = (5.0, 10.0, 30.0, 60.0)
     model_dir: str | None = None
-    # Predictions scored at once; the rest wait their turn. Scoring is mostly Python holding
-    # the GIL, so more threads only contend (bench/ measures 1, 2 and unlimited side by side).
-    # Raise it for models that release the GIL.
+    # Predict calls run at once, over all models and versions. A batched version makes one
+    # merged call at a time, so more threads add parallelism only across versions or for
+    # unbatched models; scoring mostly holds the GIL, so they pay only for models that free it.
     predict_threads: int = 1
     # A download + load + warm-up taking longer is abandoned and counted as failed.
     load_timeout: float = 600.0

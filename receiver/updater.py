@@ -135,7 +135,7 @@ class ModelUpdater:
         ModelLoadFailed when the version cannot be loaded or warmed up.
         """
         try:
-            return await threads.run(self._cache.get, (name, version), limiter=self._limiter)
+            return await threads.run(self._limiter, self._cache.get, (name, version))
         except (ModelNotFound, ModelLoadFailed):
             raise
         except MlflowException as exc:
@@ -189,7 +189,7 @@ class ModelUpdater:
             waiters, self._pending = self._pending, None
             trigger: Trigger = self._pending_trigger if waiters is not None else "poll"
             try:
-                result = await threads.run(self.refresh_all, trigger, limiter=self._limiter)
+                result = await threads.run(self._limiter, self.refresh_all, trigger)
             except Exception as exc:  # the updater must outlive any failure
                 logger.exception("Model refresh crashed")
                 result = RefreshResult(crash=repr(exc))
