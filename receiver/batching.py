@@ -27,6 +27,11 @@ from receiver.registry import LoadedModel
 
 logger = logging.getLogger(__name__)
 
+# pyfunc loader modules whose `predict` scores each row on its own, so merging requests cannot
+# change an answer. A custom python_function model may look across rows: never merged under auto.
+ROW_INDEPENDENT_LOADERS = frozenset(
+    {"mlflow.sklearn", "mlflow.xgboost", "mlflow.lightgbm", "mlflow.catboost"})
+
 
 @dataclass(frozen=True, eq=False)
 class Parsed:
@@ -37,6 +42,17 @@ class Parsed:
     rows: int
     key: Hashable | None  # requests merge only with an equal key; None: never merged
     codec: Codec
+
+
+def batchable(model: LoadedModel, mode: str) -> bool:
+    """Whether requests for `model` may merge, under HOTSWAP_BATCHING `mode`."""
+    if mode != "auto":
+        return mode == "on"
+    try:
+        loader = model.pyfunc.metadata.flavors["python_function"].get("loader_module")
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return loader in ROW_INDEPENDENT_LOADERS
 
 
 def parse(model: LoadedModel, body: bytes, codec: Codec, batchable: bool) -> Parsed:

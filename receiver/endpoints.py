@@ -1,7 +1,8 @@
 """Thin HTTP handlers: read the request, ask the service's parts, decide the HTTP answer.
 
-A prediction flows one way: handler -> Router (who answers) -> ScoringLane -> scoring -> back
-to the handler, which sends the answer and then hands a shadow, if any, to ShadowScorer.
+A prediction flows one way: handler -> Router (who answers) -> ScoringLane -> batching, with
+the request's codec (MLflow's scoring protocol here) -> back to the handler, which sends the
+answer and then hands a shadow, if any, to ShadowScorer.
 Domain exceptions pass through untouched; errors.py turns them into HTTP responses.
 """
 

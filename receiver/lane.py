@@ -33,11 +33,6 @@ from receiver.retryable import Retryable
 from receiver.settings import Settings
 from receiver.threads import Limiters
 
-# pyfunc loader modules whose `predict` scores each row on its own, so merging requests cannot
-# change an answer. A custom python_function model may look across rows: never merged under auto.
-ROW_INDEPENDENT_LOADERS = frozenset(
-    {"mlflow.sklearn", "mlflow.xgboost", "mlflow.lightgbm", "mlflow.catboost"})
-
 RETRY_AFTER_SECONDS = 1
 # Bodies up to this size are parsed on the event loop: such a body parses faster than a round
 # trip to a worker thread would take. Larger ones go to the parse threads.
@@ -70,6 +65,17 @@ class _Queue:
     requests: list[_Request] = field(default_factory=list)
     drain: asyncio.Task[None] | None = None
 
+    def take(self, max_rows: int) -> list[list[_Request]]:
+        """The calls to start now, out of the queue: for a batched version the one holding the
+        oldest request (batching.group), for an unbatched one every call."""
+        waiting = [request for request in self.requests if not request.future.done()]
+        calls = batching.group([request.parsed for request in waiting], max_rows)
+        taken = calls[:1] if self.batched else calls
+        chosen = {position for positions in taken for position in positions}
+        self.requests = [request for position, request in enumerate(waiting)
+                         if position not in chosen]
+        return [[waiting[position] for position in positions] for positions in taken]
+
 
 class ScoringLane:
     def __init__(self, settings: Settings, limiters: Limiters, metrics: Metrics) -> None:
@@ -92,8 +98,8 @@ class ScoringLane:
         return self._depth
 
     def queued(self) -> int:
-        """Parsed requests waiting behind a running `predict`."""
-        # A call not holding a predict thread waits for one (the lane alone uses them).
+        """Parsed requests waiting behind a running `predict` (a call not holding a predict
+        thread waits for one: the lane alone uses them)."""
         waiting_calls = self._calls - self._limiters.predictions.statistics().borrowed_tokens
         return sum(len(queue.requests) for queue in self._queues.values()) + waiting_calls
 
@@ -102,21 +108,13 @@ class ScoringLane:
         prediction) should yield."""
         return self.queued() > 0
 
-    def batchable(self, model: LoadedModel) -> bool:
-        if self._mode != "auto":
-            return self._mode == "on"
-        try:
-            loader = model.pyfunc.metadata.flavors["python_function"].get("loader_module")
-        except (AttributeError, KeyError, TypeError):
-            return False
-        return loader in ROW_INDEPENDENT_LOADERS
-
     def score_all(self, model: LoadedModel, bodies: Sequence[tuple[bytes, Codec]],
                   ) -> list[bytes | scoring.BadInput]:
         """Blocking: each `(body, codec)`'s answer from `model`, or its BadInput, merged as the
         lane would merge them; for work outside the lane (the shadow): no admission, no
         deadline, no predict thread. Runs in the caller's thread, so the caller chooses which."""
-        return batching.score_all(model, bodies, self.batchable(model), self._max_rows)
+        batchable = batching.batchable(model, self._mode)
+        return batching.score_all(model, bodies, batchable, self._max_rows)
 
     # -- one request --------------------------------------------------------------------------
 
@@ -150,14 +148,13 @@ class ScoringLane:
         # The deadline: the one timer that answers a request late. Whatever waits (a parse
         # thread, the queue, a predict thread) skips a request whose answer is done.
         deadline = loop.call_later(self._timeout, self._expire, answer)
-        batchable = self.batchable(model)
+        batchable = batching.batchable(model, self._mode)
         try:
-            # Parsing holds no predict thread. A small body is parsed right here (a thread hop
-            # costs more than its parse); a larger one in a parse thread, so it delays only
-            # its own answer.
+            # A small body is parsed right here (a thread hop costs more than its parse); a
+            # larger one in a parse thread, so it delays only its own answer.
             if len(body) <= INLINE_PARSE_BYTES:
                 parsed = batching.parse(model, body, codec, batchable)
-                self._enqueue(model, _Request(parsed, answer))
+                self._enqueue(model, batchable, _Request(parsed, answer))
             else:
                 self._start(self._parse_in_thread(model, body, codec, batchable, answer))
             return await answer
@@ -174,7 +171,7 @@ class ScoringLane:
             _settle(answer, exc)
             return
         if parsed is not None and not answer.done():
-            self._enqueue(model, _Request(parsed, answer))
+            self._enqueue(model, batchable, _Request(parsed, answer))
 
     def _expire(self, answer: asyncio.Future[bytes]) -> None:
         _settle(answer, DeadlineExceeded(
@@ -188,10 +185,10 @@ class ScoringLane:
 
     # -- a model version's queue --------------------------------------------------------------
 
-    def _enqueue(self, model: LoadedModel, request: _Request) -> None:
+    def _enqueue(self, model: LoadedModel, batchable: bool, request: _Request) -> None:
         queue = self._queues.get(id(model))
         if queue is None:
-            queue = self._queues[id(model)] = _Queue(model, batched=self.batchable(model))
+            queue = self._queues[id(model)] = _Queue(model, batchable)
         queue.requests.append(request)
         if queue.drain is None:
             queue.drain = asyncio.get_running_loop().create_task(self._drain(queue))
@@ -202,7 +199,9 @@ class ScoringLane:
         every call at once, and the predict threads bound how many run."""
         try:
             while queue.requests:
-                for call in self._take(queue):
+                calls = queue.take(self._max_rows)
+                self._calls += len(calls)
+                for call in calls:
                     if queue.batched:
                         await self._predict(queue.model, call)
                     else:
@@ -211,18 +210,6 @@ class ScoringLane:
             queue.drain = None
             if not queue.requests:
                 self._queues.pop(id(queue.model), None)
-
-    def _take(self, queue: _Queue) -> list[list[_Request]]:
-        """The calls to start now, out of the queue: for a batched version the one holding the
-        oldest request (batching.group), for an unbatched one every call."""
-        waiting = [request for request in queue.requests if not request.future.done()]
-        calls = batching.group([request.parsed for request in waiting], self._max_rows)
-        taken = calls[:1] if queue.batched else calls
-        chosen = {position for positions in taken for position in positions}
-        queue.requests = [request for position, request in enumerate(waiting)
-                          if position not in chosen]
-        self._calls += len(taken)
-        return [[waiting[position] for position in positions] for positions in taken]
 
     async def _predict(self, model: LoadedModel, call: list[_Request]) -> None:
         """One `predict` for `call` in a predict thread; each request gets its own answer."""
