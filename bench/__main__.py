@@ -1,4 +1,5 @@
-"""`python -m bench`: run the six parts of issue 5 and write a Markdown report.
+"""`python -m bench`: run the six parts of the benchmark (PARTS below) and write a Markdown
+report.
 
     python -m bench                 # full run (about 10-15 minutes), writes bench/REPORT.md
     python -m bench --smoke         # a few seconds per part, writes bench/out/REPORT-smoke.md

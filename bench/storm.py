@@ -1,6 +1,6 @@
-"""Part 6: notification storm. Many signed notifications in about a second at one receiver,
-after a real registry change it was not told of: how many registry resolves and loads follow,
-and what happens to prediction latency meanwhile."""
+"""Notification storm (`python -m bench --parts 6`). Many signed notifications in about a second at
+one receiver, after a real registry change it was not told of: how many registry resolves and loads
+follow, and what happens to prediction latency meanwhile."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 MLflow itself would have built for `postgresql://...` (SqlAlchemyStore, its workspace-aware
 variant, or FileStore). Being that class keeps every `isinstance` check in MLflow true, so native
 webhooks, the UI and every REST endpoint behave exactly as without the plugin. Each change listed
-in DESIGN.md calls the real method first and emits only once it has returned.
+in docs/contract.md ("Events") calls the real method first and emits only once it has returned.
 
 A stage transition's event needs the stage the version left and, with archive_existing_versions,
 the versions MLflow archived in the same transaction (it returns only the promoted one). A SQL

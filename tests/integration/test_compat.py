@@ -18,8 +18,8 @@ import requests
 from mlflow import MlflowClient
 
 from examples.processes import Process, wait_until
-from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.capture import CaptureServer, capture_server
+from tests.support.stack import PluginStack, ReceiverSpec, served_version
 
 pytestmark = pytest.mark.compat
 

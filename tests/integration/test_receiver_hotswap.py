@@ -17,8 +17,8 @@ from mlflow_hotswap_plugin.signing import (
     TIMESTAMP_HEADER,
     sign,
 )
-from tests.integration.conftest import served_version
 from tests.support.models import register_sklearn_model, sample_rows
+from tests.support.stack import served_version
 
 SECRET = "integration-secret"
 
