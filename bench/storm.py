@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-import uuid
 
 from bench.config import Config
 from bench.load import ClientPool
@@ -36,10 +35,7 @@ def send_storm(url_port: int, body: bytes, count: int, seconds: float) -> tuple[
             pause = due - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-            delivery_id, stamp = str(uuid.uuid4()), str(int(time.time()))
-            headers = {"Content-Type": "application/json",
-                       signing.DELIVERY_ID_HEADER: delivery_id, signing.TIMESTAMP_HEADER: stamp,
-                       signing.SIGNATURE_HEADER: signing.sign(SECRET, delivery_id, stamp, body)}
+            headers = {"Content-Type": "application/json", **signing.headers(body, SECRET)}
             try:
                 conn.request("POST", "/webhooks/mlflow", body=body, headers=headers)
                 response = conn.getresponse()
