@@ -1,10 +1,13 @@
-"""The wire protocols the scoring lane speaks: a Codec checks and parses one request's body
-and encodes that request's own predictions. MLflow's scoring protocol is one (MlflowCodec);
-the Open Inference Protocol's is receiver/v2.py's V2Codec."""
+"""A request's wire protocol: how its body becomes model input and its predictions its answer.
+
+The scoring lane (lane.py, batching.py) knows nothing of any protocol: each request brings a
+Codec, and requests merge by what their bodies parsed to (columns, dtypes, params), whichever
+protocol they came through. `MlflowCodec` is MLflow's scoring protocol (scoring.py, guarded by
+shape.py); the Open Inference Protocol's is v2.py's `V2Codec`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from mlflow.types import Schema
@@ -13,31 +16,41 @@ from receiver import scoring, shape
 
 
 class Codec(Protocol):
-    protocol: ClassVar[str]  # the `protocol` label of the prediction counters
+    """One request's protocol. An instance may carry the request's own context (an id, the
+    outputs it asked for): `encode` answers for that request alone.
+
+    Every method may raise scoring.BadInput, which the client gets as a 400."""
+
+    # The `protocol` label of the prediction counters (the shadow counts its own by it).
+    protocol: ClassVar[str]
 
     def check(self, body: bytes, schema: Schema | None) -> None:
-        """A cheap guard on the raw body before any parsing; BadInput refuses it."""
+        """Refuse, cheaply and before any parsing, a body certainly far off the signature."""
 
-    def parse(self, body: bytes, schema: Schema | None, as_rows: bool,
-              ) -> tuple[Any, dict[str, Any] | None]:
-        """Model input and params; BadInput when malformed. Called after check()."""
+    def parse(self, body: bytes, schema: Schema | None,
+              as_rows: bool) -> tuple[Any, dict[str, Any] | None]:
+        """Model input and params. With `as_rows`, input that is exactly the signature's
+        columns, all doubles, may come back as a bare 2-D float64 array (scoring.rows_frame
+        builds its frame): the lane then stacks many requests' rows into one frame."""
 
     def encode(self, predictions: Any) -> bytes:
-        """This request's own predictions as the answer's body; runs in the predict thread."""
+        """The answer's body for this request's own predictions (its rows of a merged call);
+        runs in the predict thread."""
 
 
-@dataclass(frozen=True)
 class MlflowCodec:
-    """MLflow's scoring protocol, for one media type (JSON or CSV)."""
+    """MLflow's scoring protocol: the bodies `mlflow models serve` accepts, in JSON or CSV."""
 
-    mime: str
     protocol: ClassVar[str] = "mlflow"
+
+    def __init__(self, mime: str) -> None:
+        self.mime = mime
 
     def check(self, body: bytes, schema: Schema | None) -> None:
         shape.check(body, self.mime, schema)
 
-    def parse(self, body: bytes, schema: Schema | None, as_rows: bool,
-              ) -> tuple[Any, dict[str, Any] | None]:
+    def parse(self, body: bytes, schema: Schema | None,
+              as_rows: bool) -> tuple[Any, dict[str, Any] | None]:
         return scoring.parse(body, self.mime, schema, as_rows=as_rows)
 
     def encode(self, predictions: Any) -> bytes:

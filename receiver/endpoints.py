@@ -1,7 +1,9 @@
 """Thin HTTP handlers: read the request, ask the service's parts, decide the HTTP answer.
 
-A prediction flows one way: handler -> Router (who answers) -> ScoringLane -> scoring -> back
-to the handler, which sends the answer and then hands a shadow, if any, to ShadowScorer.
+A prediction flows one way: handler -> Router (who answers) -> ScoringLane -> batching, with
+the request's codec (MLflow's scoring protocol here) -> back to the handler, which sends the
+answer and then hands a shadow, if any, to ShadowScorer. What the prediction routes of both
+protocols share (the body, the name, the served version, the route, scoring) is handling.py's.
 Domain exceptions pass through untouched; errors.py turns them into HTTP responses.
 """
 
@@ -12,44 +14,20 @@ import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver import compat, scoring
+from receiver import compat, handling, scoring
 from receiver.codec import MlflowCodec
-from receiver.errors import ApiError
+from receiver.errors import ApiError, error_response
+from receiver.handling import known_name_or_404, read_body, served_or_503, service_of
 from receiver.models import RefreshStatus
 from receiver.redact import scrub
 from receiver.references import Reference, Share
 from receiver.registry import LoadedModel
-from receiver.rollout import Contender, Role, Route
 from receiver.service import Service
 from receiver.shares import CurrentShare
 from receiver.webhooks import MAX_NOTIFICATION_BYTES, InvalidSignature, MalformedNotification
-
-
-def _service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
-
-
-def _served_or_503(service: Service, name: str) -> LoadedModel:
-    model = service.models.served(name)
-    if model is None:
-        raise ApiError(503, "MODEL_NOT_LOADED",
-                       f"No version of {name} is loaded yet "
-                       f"(following {name}{service.settings.reference}); retry shortly.",
-                       headers={"Retry-After": str(service.updater.retry_after())})
-    return model
-
-
-def _known_name_or_404(service: Service, name: str) -> str:
-    if name not in service.settings.model_names:
-        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST",
-                       f"Model {name!r} is not served here; served: "
-                       f"{', '.join(service.settings.model_names)}.")
-    return name
 
 
 def _describe(service: Service, name: str) -> dict[str, Any]:
@@ -91,96 +69,50 @@ def _describe_rollout(service: Service, name: str, primary: LoadedModel | None
             "shadow": share(settings.shadow, shares.shadow)}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "REQUEST_TOO_LARGE", f"The request body is over {limit} bytes.")
-
-
-async def _score(request: Request, model: LoadedModel, role: Role = "primary",
-                 shadow: LoadedModel | None = None) -> Response:
-    service = _service(request)
+def _mlflow_codec(request: Request) -> handling.CodecFor:
+    """MLflow's scoring protocol in the request's media type (415 before the body is read)."""
     codec = MlflowCodec(scoring.media_type(request.headers.get("content-type")))
-    body = await _read_body(request, service.settings.max_body_bytes)
-    metrics = service.metrics
-    labels = {"model": model.name, "version": model.version, "role": role,
-              "protocol": codec.protocol}
-    started = time.perf_counter()
-    try:
-        content = await service.lane.score(model, body, codec)
-    except Exception:
-        metrics.prediction_errors.labels(**labels).inc()
-        raise
-    metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
-    metrics.predictions.labels(**labels).inc()
-    # Starlette runs a background task once the response is sent: the shadow cannot touch it.
-    background = (BackgroundTask(service.shadow, shadow, body, codec, content)
-                  if shadow is not None else None)
-    return Response(content, media_type=scoring.JSON, background=background,
-                    headers={"X-Model-Name": model.name, "X-Model-Version": model.version,
-                             "X-Model-Role": role})
-
-
-def _route(request: Request, name: str) -> Route:
-    """The served version of `name`, or its canary, and the shadow to run afterwards."""
-    service = _service(request)
-    primary = _served_or_503(service, name)
-    settings, models = service.settings, service.models
-    shares = models.shares(name)  # read once: one request, one reading of the shares
-    canary = (Contender(models.held(name, settings.canary.reference), shares.canary.percent)
-              if settings.canary and shares.canary else None)
-    shadow = (Contender(models.held(name, settings.shadow.reference), shares.shadow.percent)
-              if settings.shadow and shares.shadow else None)
-    return service.router.route(primary, canary, shadow, request.headers.get("x-hotswap-key"))
+    return lambda model: codec
 
 
 async def invocations(request: Request) -> Response:
-    route = _route(request, _service(request).settings.default_model)
-    return await _score(request, route.model, route.role, route.shadow)
+    route = handling.route(request, service_of(request).settings.default_model)
+    codec_for = _mlflow_codec(request)
+    return await handling.score(request, route.model, codec_for, route.role, route.shadow)
 
 
 async def model_invocations(request: Request) -> Response:
-    service = _service(request)
-    name = _known_name_or_404(service, request.path_params["name"])
-    route = _route(request, name)
-    return await _score(request, route.model, route.role, route.shadow)
+    name = known_name_or_404(service_of(request), request.path_params["name"])
+    route = handling.route(request, name)
+    codec_for = _mlflow_codec(request)
+    return await handling.score(request, route.model, codec_for, route.role, route.shadow)
 
 
 async def pinned_invocations(request: Request) -> Response:
-    service = _service(request)
-    name = _known_name_or_404(service, request.path_params["name"])
-    version = request.path_params["version"]
-    return await _score(request, await service.pinned.get(name, version))
+    service = service_of(request)
+    name = known_name_or_404(service, request.path_params["name"])
+    codec_for = _mlflow_codec(request)  # before the version loads: a 415 costs no load
+    model = await service.pinned.get(name, request.path_params["version"])
+    return await handling.score(request, model, codec_for)
 
 
 async def current_model(request: Request) -> JSONResponse:
-    service = _service(request)
-    default = _served_or_503(service, service.settings.default_model)
+    service = service_of(request)
+    default = served_or_503(service, service.settings.default_model)
     models = {name: _describe(service, name) for name in service.settings.model_names}
     return JSONResponse({**_describe(service, default.name), "models": models})
 
 
 async def reload_models(request: Request) -> JSONResponse:
-    service = _service(request)
+    service = service_of(request)
     _require_admin(request, service.settings.admin_token)
     result = await service.updater.trigger("manual")
     name = service.settings.default_model
     version = _version(service, name)
     if result.status.get(name, RefreshStatus.FAILED) == RefreshStatus.FAILED:
-        message = scrub(result.errors.get(name) or result.crash or "reload failed")
-        return JSONResponse({"error_code": "RELOAD_FAILED", "message": message,
-                             "model_version": version}, status_code=502)
+        return error_response(502, "RELOAD_FAILED",
+                              result.errors.get(name) or result.crash or "reload failed",
+                              fields={"model_version": version})
     status = "reloaded" if result.status[name] == RefreshStatus.RELOADED else "unchanged"
     details = {n: {"status": s.value, "version": _version(service, n),
                    "error": scrub(result.errors[n]) if n in result.errors else None}
@@ -203,12 +135,12 @@ def _require_admin(request: Request, token: str | None) -> None:
 
 
 async def webhook(request: Request) -> JSONResponse:
-    service = _service(request)
+    service = service_of(request)
     outcomes = service.metrics.webhook_requests
     # A notification is a few hundred bytes: anything big is refused before any work. The
     # checks below then stay cheap enough (microseconds) to run on the event loop.
     try:
-        body = await _read_body(request, MAX_NOTIFICATION_BYTES)
+        body = await read_body(request, MAX_NOTIFICATION_BYTES)
     except ApiError:
         outcomes.labels(outcome="too_large").inc()
         raise
@@ -232,7 +164,7 @@ async def webhook(request: Request) -> JSONResponse:
 
 
 async def health(request: Request) -> JSONResponse:
-    service = _service(request)
+    service = service_of(request)
     loaded = service.models.served(service.settings.default_model) is not None
     body = {"model_loaded": loaded,
             "models": {n: _version(service, n) for n in service.settings.model_names},
@@ -260,7 +192,7 @@ async def live(request: Request) -> JSONResponse:
 
 
 async def ready(request: Request) -> JSONResponse:
-    service = _service(request)
+    service = service_of(request)
     if service.models.served(service.settings.default_model) is None:
         return JSONResponse({"status": "not ready", "reason": "no model loaded yet"},
                             status_code=503,
@@ -271,8 +203,8 @@ async def ready(request: Request) -> JSONResponse:
 async def ping(request: Request) -> Response:
     """`mlflow models serve`'s health check, for its clients and probes: 200 once the default
     model is served; until then 503 with Retry-After (MLflow answers 404: it never waits)."""
-    service = _service(request)
-    _served_or_503(service, service.settings.default_model)
+    service = service_of(request)
+    served_or_503(service, service.settings.default_model)
     return Response("\n", media_type=scoring.JSON)
 
 
@@ -282,5 +214,5 @@ async def version(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    registry = _service(request).metrics.registry
+    registry = service_of(request).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

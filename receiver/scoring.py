@@ -100,7 +100,7 @@ def parse(body: bytes, mime: str, schema: Schema | None,
     return data, params
 
 
-def _double_columns(schema: Schema | None) -> list[str] | None:
+def double_columns(schema: Schema | None) -> list[str] | None:
     """The column names when the signature is named columns, all required doubles."""
     if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
         return None
@@ -112,7 +112,7 @@ def _double_columns(schema: Schema | None) -> list[str] | None:
 
 def rows_frame(rows: np.ndarray, schema: Schema | None) -> pd.DataFrame:
     """The frame of rows from _all_double_rows (several requests' rows stacked, too)."""
-    return pd.DataFrame(rows, columns=_double_columns(schema))
+    return pd.DataFrame(rows, columns=double_columns(schema))
 
 
 def _all_double_rows(split: Any, schema: Schema | None) -> np.ndarray | None:
@@ -121,7 +121,7 @@ def _all_double_rows(split: Any, schema: Schema | None) -> np.ndarray | None:
     infer_and_parse_data takes several times longer for the same frame (bench/'s profile);
     the result is the same frame, and pyfunc.predict still enforces the schema. Anything else:
     None, and the general path (with its error messages) takes it."""
-    columns = _double_columns(schema)
+    columns = double_columns(schema)
     if columns is None or not isinstance(split, dict) or set(split) - {"columns", "data", "index"}:
         return None
     data = split.get("data")

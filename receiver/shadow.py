@@ -114,8 +114,8 @@ class ShadowScorer:
                 answers: Sequence[bytes | Exception]
                 try:
                     answers = await threads.run(
-                        self._lane.score_all, calls[0].model,
-                        [(job.body, job.codec) for job in calls], limiter=self._limiter)
+                        self._limiter, self._lane.score_all, calls[0].model,
+                        [(job.body, job.codec) for job in calls])
                 except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
                     answers = [exc] * len(calls)
                 for job, answer in zip(calls, answers, strict=True):

@@ -250,7 +250,7 @@ def double_rows(document: dict[str, Any], schema: Schema | None) -> np.ndarray |
     tensor per column of an all-double signature, each `[n]` or `[n, 1]` with n plain numbers.
     The rows come back as one float64 array in the signature's order; anything else is None,
     and the general path (with its error messages) takes it."""
-    columns = scoring._double_columns(schema)
+    columns = scoring.double_columns(schema)
     inputs = document.get("inputs")
     if columns is None or type(inputs) is not list or len(inputs) != len(columns):
         return None
@@ -330,7 +330,7 @@ def _from_columns(found: list[Tensor], columns: list[str] | None, schema: Schema
 
 
 def _all_double(schema: Schema | None) -> bool:
-    return scoring._double_columns(schema) is not None
+    return scoring.double_columns(schema) is not None
 
 
 # -- predictions -> outputs ---------------------------------------------------------------------
@@ -417,7 +417,8 @@ def _describe(schema: Schema | None, default: str = "input") -> list[dict[str, A
 class V2Codec:
     """One V2 `infer` request's wire protocol for the scoring lane: `check` and `parse` its
     body, then `encode` its own predictions with its id, requested outputs and the answering
-    model's name and version. One instance per request: `parse` keeps what `encode` needs."""
+    model's name and version. One instance per request and answering model (a shadow gets its
+    own): `parse` keeps what `encode` needs."""
 
     protocol: ClassVar[str] = PROTOCOL
 

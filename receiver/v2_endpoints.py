@@ -8,37 +8,46 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Awaitable, Callable
 from importlib import metadata as package_metadata
+from typing import cast
 
 from mlflow.types import Schema
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver import endpoints, v2
-from receiver.errors import DOMAIN_ERRORS, ApiError, handle_api_error, handle_domain_error
+from receiver import handling, v2
+from receiver.errors import exception_handlers
+from receiver.handling import known_name_or_404, service_of
 from receiver.registry import LoadedModel
-from receiver.rollout import Role
 from receiver.scoring import JSON, UnsupportedMediaType
 
 Handler = Callable[[Request], Awaitable[Response]]
+ErrorHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+# errors.py's handlers, as Starlette finds them: each answers an HTTP request with JSON.
+_HANDLERS = cast(dict[type, ErrorHandler], exception_handlers())
 # JSON, or the binary tensor data extension's octet stream (a JSON header, then the tensors).
 MEDIA_TYPES = (JSON, "application/octet-stream")
 
 
-def _protocol_errors(handler: Handler) -> Handler:
-    """The receiver's error decisions and status codes, in the protocol's `{"error"}` body."""
+def protocol_errors(handler: Handler) -> Handler:
+    """The receiver's error decisions and status codes (errors.py's handlers), in the
+    protocol's `{"error"}` body."""
     @functools.wraps(handler)
     async def answer(request: Request) -> Response:
         try:
             return await handler(request)
-        except ApiError as exc:
-            return _v2_error(await handle_api_error(request, exc))
-        except tuple(DOMAIN_ERRORS) as exc:
-            return _v2_error(await handle_domain_error(request, exc))
+        except Exception as exc:
+            handle = _handler_for(exc)
+            if handle is None:
+                raise  # not a decision: the app's handlers answer (a 500, a disconnect)
+            return _v2_error(await handle(request, exc))
     return answer
+
+
+def _handler_for(exc: Exception) -> ErrorHandler | None:
+    """The handler Starlette would pick: the first of the exception's classes that has one."""
+    return next((_HANDLERS[kind] for kind in type(exc).__mro__ if kind in _HANDLERS), None)
 
 
 def _v2_error(response: JSONResponse) -> JSONResponse:
@@ -65,17 +74,17 @@ async def server_live(request: Request) -> JSONResponse:
 
 
 async def server_ready(request: Request) -> JSONResponse:
-    service = endpoints._service(request)
+    service = service_of(request)
     ready = all(service.models.served(name) is not None
                 for name in service.settings.model_names)
     headers = None if ready else {"Retry-After": str(service.updater.retry_after())}
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503, headers=headers)
 
 
-@_protocol_errors
+@protocol_errors
 async def model_ready(request: Request) -> Response:
-    service = endpoints._service(request)
-    name = endpoints._known_name_or_404(service, request.path_params["name"])
+    service = service_of(request)
+    name = known_name_or_404(service, request.path_params["name"])
     version = request.path_params.get("version")
     served = service.models.served(name)
     if version is None:
@@ -86,7 +95,7 @@ async def model_ready(request: Request) -> Response:
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
-@_protocol_errors
+@protocol_errors
 async def model_metadata(request: Request) -> Response:
     model = await _model(request)
     return JSONResponse(v2.metadata(model.name, model.version, model.input_schema,
@@ -95,59 +104,37 @@ async def model_metadata(request: Request) -> Response:
 
 async def _model(request: Request) -> LoadedModel:
     """The served version of the named model, or the pinned one the path names."""
-    service = endpoints._service(request)
-    name = endpoints._known_name_or_404(service, request.path_params["name"])
+    service = service_of(request)
+    name = known_name_or_404(service, request.path_params["name"])
     version = request.path_params.get("version")
     if version is None:
-        return endpoints._served_or_503(service, name)
+        return handling.served_or_503(service, name)
     return await service.pinned.get(name, version)
 
 
-@_protocol_errors
+@protocol_errors
 async def infer(request: Request) -> Response:
-    service = endpoints._service(request)
-    name = endpoints._known_name_or_404(service, request.path_params["name"])
+    service = service_of(request)
+    name = known_name_or_404(service, request.path_params["name"])
     version = request.path_params.get("version")
+    codec_for = _v2_codec(request)
     if version is not None:
-        return await _score(request, await service.pinned.get(name, version))
-    route = endpoints._route(request, name)
-    return await _score(request, route.model, route.role, route.shadow)
+        return await handling.score(request, await service.pinned.get(name, version), codec_for)
+    route = handling.route(request, name)
+    return await handling.score(request, route.model, codec_for, route.role, route.shadow)
 
 
-def _media_type(content_type: str | None) -> None:
-    """Protocol clients send JSON or the binary extension's octet stream (tritonclient names
-    no type for plain JSON); anything else was meant for another endpoint."""
-    if content_type is None:
-        return
-    mime = content_type.split(";")[0].strip().lower()
-    if mime not in MEDIA_TYPES:
+def _v2_codec(request: Request) -> handling.CodecFor:
+    """The request's codec for the model that answers it (its answer names that version).
+    Protocol clients send JSON or the binary extension's octet stream (tritonclient names no
+    type for plain JSON); anything else was meant for another endpoint: 415."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and content_type.split(";")[0].strip().lower() not in MEDIA_TYPES:
         raise UnsupportedMediaType(f"Content-Type {content_type[:64]!r} is not supported; send "
                                    f"{' or '.join(MEDIA_TYPES)}.")
-
-
-async def _score(request: Request, model: LoadedModel, role: Role = "primary",
-                 shadow: LoadedModel | None = None) -> Response:
-    service = endpoints._service(request)
-    _media_type(request.headers.get("content-type"))
-    body = await endpoints._read_body(request, service.settings.max_body_bytes)
-    codec = v2.V2Codec(model.name, model.version, request.headers.get(v2.HEADER_LENGTH),
-                       _output_schema(model))
-    metrics = service.metrics
-    labels = {"model": model.name, "version": model.version, "role": role,
-              "protocol": v2.PROTOCOL}
-    started = time.perf_counter()
-    try:
-        content = await service.lane.score(model, body, codec)
-    except Exception:
-        metrics.prediction_errors.labels(**labels).inc()
-        raise
-    metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
-    metrics.predictions.labels(**labels).inc()
-    background = (BackgroundTask(service.shadow, shadow, body, codec, content)
-                  if shadow is not None else None)
-    return Response(content, media_type=JSON, background=background,
-                    headers={"X-Model-Name": model.name, "X-Model-Version": model.version,
-                             "X-Model-Role": role})
+    header_length = request.headers.get(v2.HEADER_LENGTH)
+    return lambda model: v2.V2Codec(model.name, model.version, header_length,
+                                    _output_schema(model))
 
 
 def _output_schema(model: LoadedModel) -> Schema | None:

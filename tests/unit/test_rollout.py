@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from receiver.codec import MlflowCodec
+from receiver.codec import Codec, MlflowCodec
 from receiver.metrics import Metrics
 from receiver.references import Reference, Share, parse_reference, parse_references, parse_share
 from receiver.registry import LoadedModel
@@ -164,6 +164,15 @@ def test_agreement_compares_predictions() -> None:
     assert not agree(b'{"predictions": [0, 1]}', b'{"predictions": [1, 1]}')
 
 
+def test_v2_answers_agree_on_their_outputs_whatever_version_made_them() -> None:
+    def answer(version: str, data: list[int]) -> bytes:
+        return json.dumps({"model_name": "m", "model_version": version, "outputs": [
+            {"name": "predictions", "datatype": "INT64", "shape": [2], "data": data}]}).encode()
+
+    assert agree(answer("1", [0, 1]), answer("3", [0, 1]))
+    assert not agree(answer("1", [0, 1]), answer("3", [1, 1]))
+
+
 # -- the shadow -------------------------------------------------------------------------------
 
 class FakeLane:
@@ -176,7 +185,7 @@ class FakeLane:
     def busy(self) -> bool:
         return self.is_busy
 
-    def score_all(self, model: LoadedModel, bodies: list[tuple[bytes, str]]) -> list[bytes]:
+    def score_all(self, model: LoadedModel, bodies: list[tuple[bytes, Codec]]) -> list[bytes]:
         self.calls.append(len(bodies))
         if isinstance(self.answer, Exception):
             raise self.answer

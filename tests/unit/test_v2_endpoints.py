@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.testclient import TestClient
 
 from receiver import v2_endpoints
-from receiver.errors import ApiError
+from receiver.errors import ApiError, ModelNotLoaded
 from receiver.lane import DeadlineExceeded, Overloaded
 from receiver.pinning import PinnedLoadsBusy
 from receiver.registry import ModelLoadFailed, ModelNotFound
@@ -28,7 +28,7 @@ RAISED = [
     (ApiError(413, "REQUEST_TOO_LARGE", "too big"), 413, None),
     (UnsupportedMediaType("text/csv"), 415, None),
     (ModelLoadFailed("broken"), 502, None),
-    (ApiError(503, "MODEL_NOT_LOADED", "none yet", {"Retry-After": "5"}), 503, "5"),
+    (ModelNotLoaded("none yet", 5), 503, "5"),
     (Overloaded("full"), 503, "1"),
     (PinnedLoadsBusy("busy"), 503, "1"),
     (DeadlineExceeded("late"), 504, None),
@@ -39,7 +39,7 @@ RAISED = [
                          ids=[type(r[0]).__name__ for r in RAISED])
 def test_each_decision_keeps_its_status_in_the_protocols_body(
         raised: Exception, status: int, retry_after: str | None) -> None:
-    @v2_endpoints._protocol_errors
+    @v2_endpoints.protocol_errors
     async def handler(request: Request) -> Response:
         raise raised
 
