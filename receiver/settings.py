@@ -55,6 +55,8 @@ class Settings:
     prewarm: tuple[Reference, ...] = ()
     canary: Share | None = None
     shadow: Share | None = None
+    # Worker processes sharing the port (workers.py); 1 serves from this process alone.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not self.model_names:
@@ -76,6 +78,9 @@ class Settings:
             raise SettingsError(
                 f"HOTSWAP_REQUEST_TIMEOUT must be a positive number of seconds, "
                 f"got {self.request_timeout}.")
+        if self.workers < 1:
+            raise SettingsError(
+                f"HOTSWAP_WORKERS must be at least 1 (or auto), got {self.workers}.")
         if self.update_interval <= 0:
             raise SettingsError(
                 f"MODEL_UPDATE_INTERVAL must be a positive number of seconds, "
@@ -161,7 +166,23 @@ class Settings:
             prewarm=_parsed(env, "MODEL_PREWARM", parse_references) or (),
             canary=_parsed(env, "MODEL_CANARY", parse_share),
             shadow=_parsed(env, "MODEL_SHADOW", lambda text: parse_share(text, 100.0)),
+            workers=parse_workers(env.get("HOTSWAP_WORKERS", ""), "HOTSWAP_WORKERS"),
         )
+
+
+def parse_workers(raw: str, key: str) -> int:
+    """A count of worker processes, or `auto`: the cores this process may run on."""
+    raw = raw.strip().lower()
+    if raw == "auto":
+        return usable_cores()
+    return _number({key: raw}, key, 1, int)
+
+
+def usable_cores() -> int:
+    # The affinity mask, not os.cpu_count(): a container or taskset may allow fewer cores.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _required(env: Mapping[str, str], key: str) -> str:
