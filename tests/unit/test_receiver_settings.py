@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from receiver.settings import Settings, SettingsError
@@ -43,3 +45,13 @@ def test_prediction_threads_default_to_one_and_can_be_raised() -> None:
     assert Settings.from_env({**BASE, "HOTSWAP_PREDICT_THREADS": "4"}).predict_threads == 4
     with pytest.raises(SettingsError, match="HOTSWAP_PREDICT_THREADS"):
         Settings.from_env({**BASE, "HOTSWAP_PREDICT_THREADS": "0"})
+
+
+def test_workers_default_to_one_and_auto_means_the_usable_cores() -> None:
+    assert Settings.from_env(BASE).workers == 1
+    assert Settings.from_env({**BASE, "HOTSWAP_WORKERS": "3"}).workers == 3
+    usable = len(os.sched_getaffinity(0))
+    assert Settings.from_env({**BASE, "HOTSWAP_WORKERS": " Auto "}).workers == usable
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(SettingsError, match="HOTSWAP_WORKERS"):
+            Settings.from_env({**BASE, "HOTSWAP_WORKERS": bad})

@@ -268,3 +268,26 @@ def test_what_a_load_brings_is_frozen_out_of_the_cyclic_collector() -> None:
 
     run(scenario())
     assert gc.get_freeze_count() > 0
+
+
+def test_a_worker_updater_never_polls_and_tells_its_listeners_of_every_refresh() -> None:
+    registry = FakeRegistry()
+    settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=0.01)
+    models = Models(settings, registry, Metrics())  # type: ignore[arg-type]
+    updater = ModelUpdater(settings, models, Limiters.create(1).model_work, polls=False)
+    heard: list[dict[str, RefreshStatus]] = []
+    updater.on_refresh(lambda result: heard.append(result.status))
+
+    async def scenario() -> None:
+        async with running(updater):
+            resolves = registry.resolves
+            # Many poll intervals pass with no refresh: the supervisor times the host's poll.
+            await asyncio.sleep(0.2)
+            assert registry.resolves == resolves
+            assert updater.next_attempt_at is None
+            registry.pointer = "2"
+            await updater.trigger("poll")
+
+    run(scenario())
+    assert heard[-1] == {"m": RELOADED}
+    assert len(heard) == registry.resolves
