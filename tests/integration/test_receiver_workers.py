@@ -59,9 +59,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         version = register_gated_model(plugin.server.url, GATED, factor=1.0)
         promote(GATED, version, tracking_uri=plugin.server.url)
         two, three, gated = plugin.start_receivers(specs)
-        for receiver in (two, three, gated):
-            wait_until(lambda r=receiver: all_serve(r, r is gated and version or "1"),
-                       timeout=120, message=f"every worker of {receiver.url} serving")
+        for receiver, serving in ((two, "1"), (three, "1"), (gated, version)):
+            wait_until(lambda r=receiver, v=serving: all_serve(r, v), timeout=120,
+                       message=f"every worker of {receiver.url} serving {serving}")
         yield Stack(plugin, two, three, gated, gate)
 
 
