@@ -18,7 +18,7 @@ from bench.load import wrk_available
 from bench.result import PartResult, table
 from bench.stack import MODEL_NAME, Stack
 from bench.stats import percentile
-from bench.throughput import load_run
+from bench.throughput import lane_counters, load_run
 
 ROLE = "alias"
 
@@ -93,14 +93,18 @@ def run(stack: Stack, cfg: Config) -> PartResult:
         for clients in (32, 128) if not cfg.smoke else (8,):
             for label, process in (("1 process", single), ("--workers 2", multi)):
                 load_run(process.url + "/invocations", body_file, body, clients, 1.0, use_wrk)
+                calls, _, requests_before = lane_counters(process.url)
                 run_ = load_run(process.url + "/invocations", body_file, body, clients,
                                 cfg.load_seconds, use_wrk)
+                calls_after, _, requests_after = lane_counters(process.url)
+                merged = (requests_after - requests_before) / max(1.0, calls_after - calls)
                 rps[label, clients] = run_["rps"]
                 rows.append([label, str(clients), f"{run_['rps']:.0f}", ms(run_["p50"]),
-                             ms(run_["p99"]), str(int(run_["failed"])),
+                             ms(run_["p99"]), str(int(run_["failed"])), f"{merged:.1f}",
                              f"{run_['gen_cpu']:.0%}"])
         result.tables.append(table(["server", "clients", "requests/s", "p50", "p99", "failed",
-                                    "load generator CPU (of one core)"], rows))
+                                    "requests per predict", "load generator CPU (of one core)"],
+                                   rows))
         for clients in sorted({c for _, c in rps}):
             gain = rps["--workers 2", clients] / rps["1 process", clients]
             result.add(f"requests/s, --workers 2 against 1 process, {clients} one-row clients",

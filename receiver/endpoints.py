@@ -287,7 +287,9 @@ async def live(request: Request) -> JSONResponse:
 async def ready(request: Request) -> JSONResponse:
     service = _service(request)
     if not _ready(service):
-        return JSONResponse({"status": "not ready", "reason": "no model loaded yet"},
+        reason = "no model loaded yet" if service.host is None else \
+            "a worker serves no model yet"
+        return JSONResponse({"status": "not ready", "reason": reason},
                             status_code=503,
                             headers={"Retry-After": str(service.updater.retry_after())})
     return JSONResponse({"status": "ready"})

@@ -60,9 +60,61 @@ def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
 @dataclass
 class _Worker:
     pid: int
-    link: socket.socket
     started: float
-    buffer: bytearray
+
+
+class Links:
+    """The supervisor's ends of the workers' links: relays a trigger from one worker to the
+    others, and asks one worker at a time to poll for the host."""
+
+    def __init__(self, selector: selectors.BaseSelector) -> None:
+        self._selector = selector
+        self._links: dict[int, socket.socket] = {}
+        self._buffers: dict[int, bytearray] = {}
+        self._poller = -1
+
+    def add(self, index: int, link: socket.socket) -> None:
+        link.setblocking(False)
+        self._links[index], self._buffers[index] = link, bytearray()
+        self._selector.register(link, selectors.EVENT_READ, data=index)
+
+    def remove(self, index: int) -> None:
+        link = self._links.pop(index)
+        del self._buffers[index]
+        self._selector.unregister(link)
+        link.close()
+
+    def close_all(self) -> None:
+        """In a new worker: the other workers' links are not its business."""
+        for link in self._links.values():
+            link.close()
+
+    def read(self, index: int) -> None:
+        try:
+            data = self._links[index].recv(4096)
+        except (KeyError, BlockingIOError, ConnectionError):
+            return
+        self._buffers[index] += data
+        for words in decode(self._buffers[index]):
+            if len(words) == 2 and words[0] == "relay" and words[1] in TRIGGERS:
+                for other in self._links:
+                    if other != index:
+                        self._send(other, encode("refresh", words[1]))
+            else:
+                logger.warning("Unknown message from worker %d: %r", index, " ".join(words))
+
+    def poll(self) -> None:
+        # One worker asks the registry for the host; it relays if anything changed.
+        alive = sorted(self._links)
+        if alive:
+            self._poller = next((i for i in alive if i > self._poller), alive[0])
+            self._send(self._poller, encode("poll"))
+
+    def _send(self, index: int, message: bytes) -> None:
+        try:
+            self._links[index].send(message)
+        except OSError as exc:  # full (the worker is stuck) or gone: it re-resolves at start
+            logger.warning("Could not reach worker %d: %s", index, exc)
 
 
 class Supervisor:
@@ -78,10 +130,10 @@ class Supervisor:
         self._workers: dict[int, _Worker] = {}
         self._restarts: dict[int, float] = {}  # index -> when to start it again
         self._selector = selectors.DefaultSelector()
+        self._links = Links(self._selector)
         self._wakeup = socket.socketpair()  # signals wake the select loop through it
         self._stopping = False
         self._next_poll = 0.0
-        self._poller = 0
 
     def run(self) -> int:
         self._state_dir.mkdir()
@@ -121,7 +173,7 @@ class Supervisor:
                     except BlockingIOError:
                         break
             else:
-                self._read_link(key.data)
+                self._links.read(key.data)
         self._reap()
         now = time.monotonic()
         for index, at in list(self._restarts.items()):
@@ -129,7 +181,8 @@ class Supervisor:
                 del self._restarts[index]
                 self._start(index)
         if now >= self._next_poll:
-            self._poll()
+            self._links.poll()
+            self._schedule_poll()
 
     def _start(self, index: int) -> None:
         ours, theirs = socket.socketpair()
@@ -139,8 +192,7 @@ class Supervisor:
             code = 1
             try:
                 ours.close()
-                for worker in self._workers.values():
-                    worker.link.close()
+                self._links.close_all()
                 self._selector.close()
                 for end in self._wakeup:
                     end.close()
@@ -150,9 +202,8 @@ class Supervisor:
             finally:
                 os._exit(code)
         theirs.close()
-        ours.setblocking(False)
-        self._workers[index] = _Worker(pid, ours, time.monotonic(), bytearray())
-        self._selector.register(ours, selectors.EVENT_READ, data=index)
+        self._workers[index] = _Worker(pid, time.monotonic())
+        self._links.add(index, ours)
         logger.info("Worker %d started (pid %d)", index, pid)
 
     def _reap(self) -> None:
@@ -181,48 +232,13 @@ class Supervisor:
 
     def _forget(self, index: int, worker: _Worker) -> None:
         del self._workers[index]
-        self._selector.unregister(worker.link)
-        worker.link.close()
+        self._links.remove(index)
         state_path(self._state_dir, index).unlink(missing_ok=True)
         multiprocess.mark_process_dead(worker.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
-
-    def _read_link(self, index: int) -> None:
-        worker = self._workers.get(index)
-        if worker is None:
-            return
-        try:
-            data = worker.link.recv(4096)
-        except (BlockingIOError, ConnectionError):
-            return
-        worker.buffer += data
-        for words in decode(worker.buffer):
-            if len(words) == 2 and words[0] == "relay" and words[1] in TRIGGERS:
-                self._send_all(encode("refresh", words[1]), but=index)
-            else:
-                logger.warning("Unknown message from worker %d: %r", index, " ".join(words))
-
-    def _poll(self) -> None:
-        # One worker asks the registry for the host; it relays if anything changed.
-        alive = sorted(self._workers)
-        if alive:
-            self._poller = next((i for i in alive if i > self._poller), alive[0])
-            self._send(self._poller, encode("poll"))
-        self._schedule_poll()
 
     def _schedule_poll(self) -> None:
         jitter = 1 + JITTER * (2 * random.random() - 1)
         self._next_poll = time.monotonic() + self._poll_interval * jitter
-
-    def _send_all(self, message: bytes, but: int) -> None:
-        for index in self._workers:
-            if index != but:
-                self._send(index, message)
-
-    def _send(self, index: int, message: bytes) -> None:
-        try:
-            self._workers[index].link.send(message)
-        except OSError as exc:  # full (the worker is stuck) or gone: it re-resolves at start
-            logger.warning("Could not reach worker %d: %s", index, exc)
 
     def _drain(self) -> None:
         logger.info("Stopping: each worker finishes its requests in flight")

@@ -10,6 +10,7 @@ notified and polls every second, so the one worker that polls must relay what it
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,8 @@ from tests.support.models import FEATURES, register_gated_model
 
 MODEL = "workers-model"
 GATED = "workers-gated"
-BODY = {"dataframe_split": {"columns": FEATURES, "data": [[0.5] * len(FEATURES)]}}
+BODY = json.dumps({"dataframe_split": {"columns": FEATURES,
+                                       "data": [[0.5] * len(FEATURES)]}}).encode()
 POLL_SECONDS = 1.0
 
 
@@ -60,7 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         promote(GATED, version, tracking_uri=plugin.server.url)
         two, three, gated = plugin.start_receivers(specs)
         for receiver, serving in ((two, "1"), (three, "1"), (gated, version)):
-            wait_until(lambda r=receiver, v=serving: all_serve(r, v), timeout=120,
+            wait_until(partial(all_serve, receiver, serving), timeout=120,
                        message=f"every worker of {receiver.url} serving {serving}")
         yield Stack(plugin, two, three, gated, gate)
 
@@ -85,8 +88,10 @@ def worker_model(receiver: Process) -> str:
 def post(receiver: Process, session: requests.Session | None = None) -> requests.Response:
     # Without a session, a new connection per request, so the kernel picks a worker each time.
     send = session.post if session is not None else requests.post
-    return send(receiver.url + "/invocations", json=BODY, timeout=30,
-                headers={} if session is not None else {"Connection": "close"})
+    headers = {"Content-Type": "application/json"}
+    if session is None:
+        headers["Connection"] = "close"
+    return send(receiver.url + "/invocations", data=BODY, timeout=30, headers=headers)
 
 
 def promote_next(stack: Stack) -> str:
@@ -123,7 +128,7 @@ def test_no_request_fails_across_swaps_under_load(stack: Stack) -> None:
         clients = [pool.submit(client, i % 2 == 0) for i in range(6)]
         for _ in range(2):
             version = promote_next(stack)
-            wait_until(lambda v=version: all_serve(receiver, v), timeout=60,
+            wait_until(partial(all_serve, receiver, version), timeout=60,
                        message=f"every worker serving {version}")
         stop.set()
         answers = [answer for future in clients for answer in future.result()]
@@ -150,6 +155,9 @@ def test_the_poll_runs_once_per_host(stack: Stack) -> None:
     # Three workers, one model, no notification, a poll every second (+-10 %): one registry
     # look-up per poll, where three workers polling on their own would make three.
     url = stack.three.url
+    # Settled first: a poll that finds a change makes every worker look (one relayed refresh).
+    wait_until(lambda: all_serve(stack.three, stack.promoted), timeout=60,
+               message=f"every worker serving {stack.promoted}")
     before, started = metric(url, "hotswap_registry_resolves_total"), time.monotonic()
     wait_until(lambda: metric(url, "hotswap_registry_resolves_total") >= before + 3,
                timeout=60, message="three polls")
