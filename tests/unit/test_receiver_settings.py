@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from receiver.settings import Settings, SettingsError
+from receiver.settings import Settings, SettingsError, parse_workers
 
 BASE = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MODEL_NAME": "fraud, churn"}
 
@@ -55,3 +55,10 @@ def test_workers_default_to_one_and_auto_means_the_usable_cores() -> None:
     for bad in ("0", "two", "-1"):
         with pytest.raises(SettingsError, match="HOTSWAP_WORKERS"):
             Settings.from_env({**BASE, "HOTSWAP_WORKERS": bad})
+
+
+def test_the_workers_flag_is_read_as_the_variable_is() -> None:
+    assert parse_workers("2") == 2
+    assert parse_workers("auto") == len(os.sched_getaffinity(0))
+    with pytest.raises(SettingsError, match="HOTSWAP_WORKERS"):
+        parse_workers("0")
