@@ -13,6 +13,7 @@ current version as it starts), and on SIGTERM or SIGINT asks every worker to dra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -81,7 +82,8 @@ class Links:
     def remove(self, index: int) -> None:
         link = self._links.pop(index)
         del self._buffers[index]
-        self._selector.unregister(link)
+        with contextlib.suppress(KeyError):  # already, if it hung up first
+            self._selector.unregister(link)
         link.close()
 
     def close_all(self) -> None:
@@ -93,6 +95,9 @@ class Links:
         try:
             data = self._links[index].recv(4096)
         except (KeyError, BlockingIOError, ConnectionError):
+            return
+        if not data:  # the worker is exiting: stop watching until it is reaped
+            self._selector.unregister(self._links[index])
             return
         self._buffers[index] += data
         for words in decode(self._buffers[index]):
