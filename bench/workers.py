@@ -81,7 +81,7 @@ def promotions(stack: Stack, url: str, count: int) -> tuple[list[float], list[fl
 
 
 def run(stack: Stack, cfg: Config) -> PartResult:
-    result = PartResult(7, "Worker processes")
+    result = PartResult(8, "Worker processes")
     use_wrk = wrk_available() and not cfg.smoke
     stack.set_alias("champion", stack.versions[0])
     stack.stop_receiver(ROLE)

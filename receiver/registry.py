@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import mlflow.pyfunc
 from mlflow import MlflowClient
@@ -100,6 +100,19 @@ _MLFLOW_CLIENT_DEFAULTS = {
 }
 
 
+class RegistryLike(Protocol):
+    """What the receiver's parts ask of a registry: `Registry` asks MLflow, tests pass a fake.
+    Every method blocks: call them through `threads.run`."""
+
+    def snapshot(self, name: str) -> ModelSnapshot: ...
+
+    def load(self, name: str, version: str) -> LoadedModel: ...
+
+    def release(self, model: LoadedModel) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Registry:
     def __init__(self, settings: Settings) -> None:
         for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
@@ -118,7 +131,7 @@ class Registry:
             logger.error("The model folder %s cannot be made: %s", root, exc)
 
     def close(self) -> None:
-        """Remove the model folder made at start (downloads of every version included)."""
+        """Blocking: remove the model folder made at start (every version's download too)."""
         if self._owns_root:
             shutil.rmtree(self._model_root, ignore_errors=True)
             logger.info("Removed the model folder %s", self._model_root)
@@ -148,7 +161,8 @@ class Registry:
             return latest_by_stage(self._client.get_latest_versions(name, stages=self._stages))
 
     def load(self, name: str, version: str) -> LoadedModel:
-        """Download, load and warm up one version. Raises ModelNotFound if it does not exist."""
+        """Blocking: download, load and warm up one version. Raises ModelNotFound if it does
+        not exist."""
         try:
             model_version = self._client.get_model_version(name, version)
         except MlflowException as exc:
@@ -177,7 +191,7 @@ class Registry:
                            load_seconds=seconds)
 
     def release(self, model: LoadedModel) -> None:
-        """Delete a model's downloaded files once nothing serves or caches it."""
+        """Blocking: delete a model's downloaded files once nothing serves or caches it."""
         shutil.rmtree(model.local_path, ignore_errors=True)
         logger.info("Cleaned up model version %s of %s", model.version, model.name)
 

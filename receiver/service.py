@@ -9,7 +9,7 @@ from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
 from receiver.models import Models, RefreshResult
 from receiver.pinning import PinnedModels
-from receiver.registry import Registry
+from receiver.registry import Registry, RegistryLike
 from receiver.relay import WorkerLink
 from receiver.rollout import Router
 from receiver.settings import Settings
@@ -23,12 +23,12 @@ class Service:
     """`seat`: given to a worker process by its supervisor (`--workers N`); None when this
     process serves alone."""
 
-    def __init__(self, settings: Settings, registry: Registry | None = None,
+    def __init__(self, settings: Settings, registry: RegistryLike | None = None,
                  metrics: Metrics | None = None, seat: WorkerSeat | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics(multiprocess=seat is not None)
         self.limiters = Limiters.create(settings.predict_threads)
-        self.registry = registry or Registry(settings)
+        self.registry: RegistryLike = registry or Registry(settings)
         self.models = Models(settings, self.registry, self.metrics)
         # A worker's poll is timed by its supervisor, once for the whole host.
         self.updater = ModelUpdater(settings, self.models, self.limiters.model_work,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import anyio
 
 from receiver import rollout, threads
+from receiver.codec import Codec
 from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
@@ -33,7 +34,8 @@ logger = logging.getLogger(__name__)
 # HOTSWAP_BATCH_MAX_ROWS rows.
 MAX_SHADOWS_PER_CALL = 256
 # How long shadows gather before a call: a merged call costs about what a lone one does, so
-# this divides the shadow's share of the CPU by the requests per linger (bench/ part 1).
+# this divides the shadow's share of the CPU by the requests per linger (bench/rollout.py
+# measures what a shadow costs the primary).
 LINGER_SECONDS = 0.05
 # While requests wait in the lane, look again this soon: the lane empties between its calls.
 BUSY_RECHECK_SECONDS = 0.002
@@ -44,7 +46,7 @@ MAX_WAIT_SECONDS = 2.0
 class _Shadow:
     model: LoadedModel
     body: bytes
-    mime: str
+    codec: Codec
     primary_answer: bytes
     queued_at: float
 
@@ -84,9 +86,9 @@ class ShadowScorer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def __call__(self, shadow: LoadedModel, body: bytes, mime: str,
+    async def __call__(self, shadow: LoadedModel, body: bytes, codec: Codec,
                        primary_answer: bytes) -> None:
-        job = _Shadow(shadow, body, mime, primary_answer, self._clock())
+        job = _Shadow(shadow, body, codec, primary_answer, self._clock())
         if self._stopped or len(self._pending) >= self._max_pending:
             self._shed(job)
             return
@@ -112,8 +114,8 @@ class ShadowScorer:
                 answers: Sequence[bytes | Exception]
                 try:
                     answers = await threads.run(
-                        self._lane.score_all, calls[0].model,
-                        [(job.body, job.mime) for job in calls], limiter=self._limiter)
+                        self._limiter, self._lane.score_all, calls[0].model,
+                        [(job.body, job.codec) for job in calls])
                 except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
                     answers = [exc] * len(calls)
                 for job, answer in zip(calls, answers, strict=True):
