@@ -26,8 +26,8 @@ import pytest
 import requests
 
 from examples.processes import Process, metric, promote, wait_until
-from tests.integration.conftest import PluginStack, ReceiverSpec
 from tests.support.models import FEATURES, register_gated_model
+from tests.support.stack import PluginStack, ReceiverSpec
 
 MODEL = "workers-model"
 GATED = "workers-gated"

@@ -194,7 +194,7 @@ def test_what_a_load_brings_is_frozen_out_of_the_cyclic_collector() -> None:
 def test_a_worker_updater_never_polls_and_tells_its_listeners_of_every_refresh() -> None:
     registry = FakeRegistry()
     settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=0.01)
-    models = Models(settings, registry, Metrics())  # type: ignore[arg-type]
+    models = Models(settings, registry, Metrics())
     updater = ModelUpdater(settings, models, Limiters.create(1).model_work, polls=False)
     heard: list[dict[str, RefreshStatus]] = []
     updater.on_refresh(lambda result: heard.append(result.status))
