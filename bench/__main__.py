@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import fanout, memory, promotion, registry_cost, storm, swap, throughput, v2
+from bench import fanout, memory, promotion, registry_cost, storm, swap, throughput, v2, workers
 from bench.config import Config
 from bench.report import render
 from bench.result import PartResult
@@ -39,7 +39,8 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     5: ("Cost to the registry", registry_cost.run),
     6: ("Notification storm", storm.run),
     7: ("Fan-out to 1,000 replicas behind one name", fanout.run),
-    8: ("Open Inference Protocol", v2.run),
+    8: ("Worker processes", workers.run),
+    9: ("Open Inference Protocol", v2.run),
 }
 
 
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few seconds per part")
-    parser.add_argument("--parts", default="1,2,3,4,5,6,7,8", help="comma-separated part numbers")
+    parser.add_argument("--parts", default="1,2,3,4,5,6,7,8,9",
+                        help="comma-separated part numbers")
     parser.add_argument("--report", type=Path, default=None,
                         help="Markdown report path (default bench/REPORT.md, or "
                              "bench/out/REPORT-smoke.md with --smoke)")

@@ -75,8 +75,11 @@ async def server_live(request: Request) -> JSONResponse:
 
 async def server_ready(request: Request) -> JSONResponse:
     service = service_of(request)
-    ready = all(service.models.served(name) is not None
-                for name in service.settings.model_names)
+    names = service.settings.model_names
+    ready = all(service.models.served(name) is not None for name in names)
+    if ready and service.host is not None:  # under a supervisor: every worker serves them
+        ready = all(worker["versions"].get(name) is not None
+                    for worker in service.host.workers() for name in names)
     headers = None if ready else {"Retry-After": str(service.updater.retry_after())}
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503, headers=headers)
 

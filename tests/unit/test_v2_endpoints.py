@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from starlette.requests import Request
@@ -15,6 +17,7 @@ from starlette.testclient import TestClient
 
 from receiver import v2_endpoints
 from receiver.errors import ApiError, ModelNotLoaded
+from receiver.host import HostState, WorkerSeat
 from receiver.lane import DeadlineExceeded, Overloaded
 from receiver.pinning import PinnedLoadsBusy
 from receiver.registry import ModelLoadFailed, ModelNotFound
@@ -71,3 +74,15 @@ def test_nothing_served_is_live_not_ready_and_503_with_retry_after(
         assert answer.status_code == 503 and int(answer.headers["Retry-After"]) >= 1
         assert list(answer.json()) == ["error"]
     assert http.get("/v2").json()["name"] == "mlflow-hotswap"
+
+
+def test_under_a_supervisor_the_host_is_ready_once_every_worker_serves(tmp_path: Path) -> None:
+    for http, service in make_client("1"):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            this, other = (HostState(WorkerSeat(index, 2, tmp_path, ours)) for index in (0, 1))
+            service.host = this
+            this.publish({"m": "1"})
+            assert http.get("/v2/health/ready").status_code == 503  # the other one is silent
+            other.publish({"m": "1"})
+            assert http.get("/v2/health/ready").json() == {"ready": True}
