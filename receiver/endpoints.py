@@ -8,6 +8,7 @@ Domain exceptions pass through untouched; errors.py turns them into HTTP respons
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from receiver import compat, scoring
 from receiver.codec import MlflowCodec
 from receiver.errors import ApiError, ModelNotLoaded, error_response
+from receiver.lane import ClientGone
 from receiver.models import RefreshStatus
 from receiver.redact import scrub
 from receiver.references import Reference, Share
@@ -108,19 +110,33 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "REQUEST_TOO_LARGE", f"The request body is over {limit} bytes.")
 
 
+async def _disconnected(request: Request) -> None:
+    """Done when the client disconnects. Only once the body is read: the next message the
+    server has for this request is then its disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _score(request: Request, model: LoadedModel, role: Role = "primary",
                  shadow: LoadedModel | None = None) -> Response:
     service = _service(request)
     codec = MlflowCodec(scoring.media_type(request.headers.get("content-type")))
-    body = await _read_body(request, service.settings.max_body_bytes)
-    metrics = service.metrics
-    labels = {"model": model.name, "version": model.version, "role": role}
-    started = time.perf_counter()
-    try:
-        content = await service.lane.score(model, body, codec)
-    except Exception:
-        metrics.prediction_errors.labels(**labels).inc()
-        raise
+    # Admission first, from the backlog alone: a refusal costs no body read and no parse.
+    with service.lane.admit() as ticket:
+        body = await _read_body(request, service.settings.max_body_bytes)
+        metrics = service.metrics
+        labels = {"model": model.name, "version": model.version, "role": role}
+        started = time.perf_counter()
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            content = await service.lane.score(model, body, codec, ticket, gone)
+        except ClientGone:
+            raise
+        except Exception:
+            metrics.prediction_errors.labels(**labels).inc()
+            raise
+        finally:
+            gone.cancel()
     metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
     metrics.predictions.labels(**labels).inc()
     # Starlette runs a background task once the response is sent: the shadow cannot touch it.

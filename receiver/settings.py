@@ -49,7 +49,8 @@ class Settings:
     # requests admitted, and give each a deadline. Defaults chosen from bench/ part 3.
     batching: Batching = "auto"
     batch_max_rows: int = 1024
-    max_queue: int = 256
+    max_queue: int = 4096
+    max_wait: float = 1.0
     request_timeout: float = 60.0
     # Staged rollout (issue 11): references loaded ahead, and who takes a share of the traffic.
     prewarm: tuple[Reference, ...] = ()
@@ -72,6 +73,9 @@ class Settings:
                 f"HOTSWAP_BATCH_MAX_ROWS must be at least 1, got {self.batch_max_rows}.")
         if self.max_queue < 1:
             raise SettingsError(f"HOTSWAP_MAX_QUEUE must be at least 1, got {self.max_queue}.")
+        if not self.max_wait > 0:
+            raise SettingsError(
+                f"HOTSWAP_MAX_WAIT must be a positive number of seconds, got {self.max_wait}.")
         if not self.request_timeout > 0:
             raise SettingsError(
                 f"HOTSWAP_REQUEST_TIMEOUT must be a positive number of seconds, "
@@ -156,7 +160,8 @@ class Settings:
             # Validated in __post_init__, which names the variable.
             batching=cast(Batching, (env.get("HOTSWAP_BATCHING") or "auto").strip().lower()),
             batch_max_rows=_number(env, "HOTSWAP_BATCH_MAX_ROWS", 1024, int),
-            max_queue=_number(env, "HOTSWAP_MAX_QUEUE", 256, int),
+            max_queue=_number(env, "HOTSWAP_MAX_QUEUE", 4096, int),
+            max_wait=_number(env, "HOTSWAP_MAX_WAIT", 1.0, float),
             request_timeout=_number(env, "HOTSWAP_REQUEST_TIMEOUT", 60.0, float),
             prewarm=_parsed(env, "MODEL_PREWARM", parse_references) or (),
             canary=_parsed(env, "MODEL_CANARY", parse_share),
