@@ -31,8 +31,10 @@ class Overloaded(Retryable):
 class Throughput:
     """Rows per second and rows per request of recent `predict` calls, exponentially weighted.
 
-    A call's rate is its rows over its wall time in the lane (waiting for the GIL included), so
-    a busy event loop lowers it as it lowers what clients get."""
+    A call's rate is its rows over its wall time in the lane (waiting for the GIL and for a
+    predict thread included), so a busy event loop lowers it as it lowers what clients get;
+    calls running side by side (unbatched versions) each count alone: an estimate on the
+    side of refusing."""
 
     def __init__(self, newest_weight: float = NEWEST_WEIGHT) -> None:
         self._weight = newest_weight
@@ -148,6 +150,8 @@ class Admission:
         self.depth = 0
         self._parsed = 0
         self._parsed_rows = 0
+        # Computed when scraped: nothing on the request path.
+        metrics.expected_wait.set_function(lambda: self.expected_wait() or 0.0)
 
     def admit(self) -> Ticket:
         """A place for one more request, or Overloaded (cheap: called before its body is read).
