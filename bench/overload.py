@@ -1,4 +1,4 @@
-"""Part 7: overload. Goodput (answers with 200 per second) and p99 at 1,000 closed-loop clients
+"""Overload: goodput (answers with 200 per second) and p99 at 1,000 closed-loop clients
 against 32, in one run, for the receiver's admission by expected wait (HOTSWAP_MAX_WAIT, the
 defaults) and for admission by a count of 256 (the earlier rule: HOTSWAP_MAX_QUEUE=256 and a
 wait budget too large to matter).
@@ -76,7 +76,7 @@ def _load(stack: Stack, url: str, clients: int, seconds: float, use_wrk: bool
 
 
 def run(stack: Stack, cfg: Config) -> PartResult:
-    result = PartResult(7, "Overload: goodput at 1,000 clients, admission by expected wait")
+    result = PartResult(8, "Overload: goodput at 1,000 clients, admission by expected wait")
     use_wrk = wrk_available()
     open_files = raise_open_files()
     roles = {name: f"overload-{index}" for index, name in enumerate(ADMISSIONS)}

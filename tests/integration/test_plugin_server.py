@@ -114,6 +114,28 @@ def test_client_changes_are_pushed(server: Process, capture: CaptureServer,
     ]
 
 
+def test_tag_changes_are_pushed_signed(server: Process, capture: CaptureServer,
+                                       client: MlflowClient) -> None:
+    light_versions(server.url, "tags", 1)
+    client.set_registered_model_tag("tags", "hotswap.canary_percent", "25")
+    client.delete_registered_model_tag("tags", "hotswap.canary_percent")
+    client.set_model_version_tag("tags", "1", "hotswap.rollout", "running at 25 %")
+    client.delete_model_version_tag("tags", "1", "hotswap.rollout")
+    capture.wait_for("model_version_tag.deleted", of_model("tags"))
+    seen = [(d.event, d.data, d.signature_ok) for d in capture.accepted(where=of_model("tags"))]
+    assert seen == [
+        ("registered_model_tag.set",
+         {"name": "tags", "key": "hotswap.canary_percent", "value": "25"}, True),
+        ("registered_model_tag.deleted",
+         {"name": "tags", "key": "hotswap.canary_percent"}, True),
+        ("model_version_tag.set",
+         {"name": "tags", "version": "1", "key": "hotswap.rollout", "value": "running at 25 %"},
+         True),
+        ("model_version_tag.deleted",
+         {"name": "tags", "version": "1", "key": "hotswap.rollout"}, True),
+    ]
+
+
 def test_a_failed_change_pushes_nothing(server: Process, capture: CaptureServer) -> None:
     light_versions(server.url, "failing", 1)
     response = requests.post(f"{server.url}/ajax-api/2.0/mlflow/model-versions/transition-stage",
@@ -154,7 +176,8 @@ def test_bad_configuration_stops_the_server_at_start(tmp_path: Path) -> None:
         start_mlflow_server(tmp_path, extra_env={"HOTSWAP_TARGETS": "receiver:8000"},
                             timeout=60)
     assert "mlflow server exited with 1" in str(info.value)
-    assert "HOTSWAP_TARGETS: 'receiver:8000' is not an http(s) URL" in str(info.value)
+    assert "HOTSWAP_TARGETS must be comma-separated http(s) URLs" in str(info.value)
+    assert "got 'receiver:8000'" in str(info.value)
 
 
 def test_client_with_a_hotswap_registry_uri_and_no_server(tmp_path: Path,

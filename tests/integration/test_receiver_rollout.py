@@ -1,4 +1,4 @@
-"""Staged rollout (issue 11) against a real `mlflow server` with the plugin, so every registry
+"""Staged rollout against a real `mlflow server` with the plugin, so every registry
 change is pushed: receivers poll only every 600 s, so whatever they pick up within a test's
 deadline came by notification.
 
@@ -25,8 +25,8 @@ import requests
 from mlflow import MlflowClient
 
 from examples.processes import Process, metric, promote, wait_until
-from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
+from tests.support.stack import PluginStack, ReceiverSpec, served_version
 
 SECRET = "rollout-secret"
 STAGED, ROLLOUT, TAGGED = "staged-model", "rollout-model", "tagged-model"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +17,7 @@ from receiver import batching, scoring
 from receiver.batching import Parsed
 from receiver.codec import Codec, MlflowCodec
 from receiver.registry import LoadedModel
+from tests.support.fakes import loaded_model
 
 JSON = MlflowCodec(scoring.JSON)
 
@@ -36,9 +36,7 @@ class TimesTen:
 
 
 def loaded(pyfunc: TimesTen, schema: Schema | None = None) -> LoadedModel:
-    return LoadedModel(name="m", version="1", pyfunc=pyfunc,  # type: ignore[arg-type]
-                       input_schema=schema, local_path=Path("/nonexistent"), run_id=None,
-                       load_seconds=0.0)
+    return loaded_model(pyfunc=pyfunc, input_schema=schema)
 
 
 class ColumnsCodec:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import threading
 from collections.abc import Awaitable, Callable, Sized
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,21 +19,16 @@ import pandas as pd
 import pytest
 from mlflow.types import ColSpec, DataType, Schema
 from prometheus_client import CollectorRegistry
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-from starlette.testclient import TestClient
 
 from receiver import scoring
 from receiver.codec import MlflowCodec
-from receiver.errors import exception_handlers
 from receiver.lane import INLINE_PARSE_BYTES, DeadlineExceeded, Overloaded, ScoringLane
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
 from receiver.service import Service
 from receiver.settings import Settings
 from receiver.threads import Limiters
+from tests.support.fakes import FakeRegistry, loaded_model
 
 JSON = MlflowCodec(scoring.JSON)
 SKLEARN = "mlflow.sklearn"
@@ -82,9 +76,7 @@ def make_lane(pyfunc: FakePyfunc, schema: Schema | None = None,
     metrics = Metrics(CollectorRegistry())
     limiters = Limiters.create(config.predict_threads)
     lane = ScoringLane(config, limiters, metrics)
-    model = LoadedModel(name="m", version="1", pyfunc=pyfunc,  # type: ignore[arg-type]
-                        input_schema=schema, local_path=Path("/nonexistent"), run_id=None,
-                        load_seconds=0.0)
+    model = loaded_model(pyfunc=pyfunc, input_schema=schema)
     return lane, model, metrics, limiters
 
 
@@ -373,12 +365,10 @@ class BlockingModel:
 def test_predictions_in_flight_never_exceed_the_limit(threads: int) -> None:
     settings = Settings(tracking_uri="http://unused", model_names=("m",),
                         predict_threads=threads)
-    service = Service(settings, registry=object())  # type: ignore[arg-type]
+    service = Service(settings, registry=FakeRegistry())
     lane, limiters = service.lane, service.limiters
     pyfunc = BlockingModel()
-    model = LoadedModel(name="m", version="1", pyfunc=pyfunc,  # type: ignore[arg-type]
-                        input_schema=None, local_path=Path("/nonexistent"), run_id=None,
-                        load_seconds=0.0)
+    model = loaded_model(pyfunc=pyfunc)
     body = json.dumps({"dataframe_split": {"columns": ["a"], "data": [[1], [2]]}}).encode()
 
     async def burst() -> list[bytes]:
@@ -399,33 +389,6 @@ def test_predictions_in_flight_never_exceed_the_limit(threads: int) -> None:
     answers = asyncio.run(burst())
     assert [json.loads(a) for a in answers] == [{"predictions": [1, 1]}] * REQUESTS
     assert pyfunc.running == REQUESTS
-
-
-# -- refusals as HTTP ---------------------------------------------------------------------------
-
-def answer_to(exc: Exception) -> tuple[int, str | None, Any]:
-    """The status, Retry-After and JSON body the app's handlers answer when a request's
-    handler raised `exc`."""
-    async def raising(request: Request) -> Response:
-        raise exc
-
-    app = Starlette(routes=[Route("/", raising)], exception_handlers=exception_handlers())
-    response = TestClient(app).get("/")
-    return response.status_code, response.headers.get("retry-after"), response.json()
-
-
-def test_overloaded_is_503_with_retry_after() -> None:
-    status, retry_after, document = answer_to(Overloaded("full"))
-    assert status == 503
-    assert retry_after is not None and int(retry_after) >= 1
-    assert document == {"error_code": "OVERLOADED", "message": "full"}
-
-
-def test_deadline_exceeded_is_504() -> None:
-    status, retry_after, document = answer_to(DeadlineExceeded("late"))
-    assert status == 504
-    assert retry_after is None
-    assert document == {"error_code": "REQUEST_TIMEOUT", "message": "late"}
 
 
 # -- score_all: the same merging for work outside the lane (the shadow) -------------------------
