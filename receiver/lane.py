@@ -133,7 +133,7 @@ class ScoringLane:
 
     async def score(self, model: LoadedModel, body: bytes, codec: Codec,
                     ticket: Ticket | None = None,
-                    gone: asyncio.Future[object] | None = None) -> bytes:
+                    gone: asyncio.Future[None] | None = None) -> bytes:
         """The answer of `model` to one request body, encoded by `codec`. `ticket`: the
         request's place from `admit` (released here); without one, it is admitted here. `gone`:
         done when the client disconnects; its request is then dropped unless being scored.
@@ -153,7 +153,7 @@ class ScoringLane:
                 raise
 
     async def _score_admitted(self, model: LoadedModel, body: bytes, codec: Codec,
-                              ticket: Ticket, gone: asyncio.Future[object] | None) -> bytes:
+                              ticket: Ticket, gone: asyncio.Future[None] | None) -> bytes:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bytes] = loop.create_future()
         # The deadline: the one timer that answers a request late. Whatever waits (a parse

@@ -298,7 +298,7 @@ def test_a_swap_while_requests_queue_keeps_each_answer_with_the_version_that_sco
 def sent_and_left(receiver: Process, body: bytes) -> socket.socket:
     """A client that sends a whole request; the test closes its socket before the answer."""
     address = urlsplit(receiver.url)
-    client = socket.create_connection((address.hostname, address.port), timeout=10)
+    client = socket.create_connection((address.hostname, address.port or 80), timeout=10)
     client.sendall(b"POST /invocations HTTP/1.1\r\nHost: receiver\r\n"
                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                    % (len(body), body))
