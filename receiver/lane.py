@@ -100,14 +100,8 @@ class ScoringLane:
         """Requests admitted and not yet answered (bounded by HOTSWAP_MAX_QUEUE)."""
         return self._admission.depth
 
-    def expected_wait(self) -> float | None:
-        """Seconds the admitted requests are expected to take to score; None while no
-        `predict` has been measured."""
-        return self._admission.expected_wait()
-
     def admit(self) -> Ticket:
-        """A place in the lane for one request, to pass to `score`; raises Overloaded when the
-        backlog is too long. Cheap, and needs no body: call it before reading one."""
+        """A place for one request, for `score`, or Overloaded; cheap, before the body is read."""
         return self._admission.admit()
 
     def queued(self) -> int:
@@ -145,11 +139,8 @@ class ScoringLane:
         with ticket or self.admit() as place:
             try:
                 return await self._score_admitted(model, body, codec, place, gone)
-            except DeadlineExceeded:
-                self._metrics.shed_requests.labels(reason="timeout").inc()
-                raise
-            except ClientGone:
-                self._metrics.shed_requests.labels(reason="disconnected").inc()
+            except (DeadlineExceeded, ClientGone) as dropped:
+                self._metrics.shed_requests.labels(reason=_SHED_REASONS[type(dropped)]).inc()
                 raise
 
     async def _score_admitted(self, model: LoadedModel, body: bytes, codec: Codec,
@@ -160,8 +151,7 @@ class ScoringLane:
         # thread, the queue, a predict thread) skips a request whose answer is done.
         deadline = loop.call_later(self._timeout, self._expire, answer)
         if gone is not None:
-            gone.add_done_callback(lambda _: _settle(answer, ClientGone(
-                "The client disconnected before its request was scored.")))
+            gone.add_done_callback(lambda _: _settle(answer, _client_gone()))
         batchable = batching.batchable(model, self._mode)
         try:
             # A small body is parsed right here (a thread hop costs more than its parse); a
@@ -241,13 +231,26 @@ class ScoringLane:
             answers = [exc] * len(call)
         finally:
             self._calls -= 1
-        scored = [request for request, answer in zip(call, answers, strict=True)
-                  if isinstance(answer, bytes)]
-        self._admission.throughput.record(sum(request.parsed.rows for request in scored),
-                                          len(scored), time.perf_counter() - started)
+        _measure(self._admission, call, answers, time.perf_counter() - started)
         for request, answer in zip(call, answers, strict=True):
             if answer is not None:
                 _settle(request.future, answer)
+
+
+_SHED_REASONS = {DeadlineExceeded: "timeout", ClientGone: "disconnected"}
+
+
+def _client_gone() -> ClientGone:
+    return ClientGone("The client disconnected before its request was scored.")
+
+
+def _measure(admission: Admission, call: list[_Request],
+             answers: Sequence[bytes | Exception | None], seconds: float) -> None:
+    """Feed the throughput estimate with the rows of `call` that were scored."""
+    scored = [request for request, answer in zip(call, answers, strict=True)
+              if isinstance(answer, bytes)]
+    admission.throughput.record(sum(request.parsed.rows for request in scored), len(scored),
+                                seconds)
 
 
 def _parse_unless_answered(answer: asyncio.Future[bytes], model: LoadedModel, body: bytes,
