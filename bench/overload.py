@@ -13,12 +13,14 @@ import resource
 import time
 from typing import Any
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.config import Config
 from bench.load import ClientPool, run_wrk, wrk_available
 from bench.result import PartResult, table
 from bench.stack import Stack
 from bench.stats import percentile
-from examples.processes import metric
 
 CROWD = 1000
 FEW = 32
@@ -42,9 +44,18 @@ def raise_open_files() -> str:
 def lane_within(base: str) -> tuple[float, float]:
     """(answers scored, of which within 1 s in the lane) so far, from the receiver's own
     duration histogram: the body read to the answer, so no time in the kernel or the client."""
-    labels = {"role": "primary"}
-    return (metric(base, "hotswap_prediction_duration_seconds_count", labels),
-            metric(base, "hotswap_prediction_duration_seconds_bucket", {**labels, "le": "1.0"}))
+    text = requests.get(base + "/metrics", timeout=10).text  # one scrape: both agree
+    found = {"count": 0.0, "bucket": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if family.name != "hotswap_prediction_duration_seconds" or (
+                    sample.labels.get("role") != "primary"):
+                continue
+            if sample.name.endswith("_count"):
+                found["count"] = sample.value
+            elif sample.name.endswith("_bucket") and sample.labels.get("le") == "1.0":
+                found["bucket"] = sample.value
+    return found["count"], found["bucket"]
 
 
 def measure(stack: Stack, base: str, clients: int, seconds: float, use_wrk: bool
