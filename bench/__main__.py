@@ -23,7 +23,17 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import fanout, memory, overload, promotion, registry_cost, storm, swap, throughput
+from bench import (
+    fanout,
+    memory,
+    overload,
+    promotion,
+    registry_cost,
+    storm,
+    swap,
+    throughput,
+    workers,
+)
 from bench.config import Config
 from bench.report import render
 from bench.result import PartResult
@@ -39,7 +49,8 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     5: ("Cost to the registry", registry_cost.run),
     6: ("Notification storm", storm.run),
     7: ("Fan-out to 1,000 replicas behind one name", fanout.run),
-    8: ("Overload: goodput at 1,000 clients", overload.run),
+    8: ("Worker processes", workers.run),
+    9: ("Overload: goodput at 1,000 clients", overload.run),
 }
 
 
@@ -64,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few seconds per part")
-    parser.add_argument("--parts", default="1,2,3,4,5,6,7,8", help="comma-separated part numbers")
+    parser.add_argument("--parts", default="1,2,3,4,5,6,7,8,9", help="comma-separated part numbers")
     parser.add_argument("--report", type=Path, default=None,
                         help="Markdown report path (default bench/REPORT.md, or "
                              "bench/out/REPORT-smoke.md with --smoke)")

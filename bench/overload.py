@@ -87,7 +87,7 @@ def _load(stack: Stack, url: str, clients: int, seconds: float, use_wrk: bool
 
 
 def run(stack: Stack, cfg: Config) -> PartResult:
-    result = PartResult(8, "Overload: goodput at 1,000 clients, admission by expected wait")
+    result = PartResult(9, "Overload: goodput at 1,000 clients, admission by expected wait")
     use_wrk = wrk_available()
     open_files = raise_open_files()
     roles = {name: f"overload-{index}" for index, name in enumerate(ADMISSIONS)}

@@ -150,8 +150,6 @@ class Admission:
         self.depth = 0
         self._parsed = 0
         self._parsed_rows = 0
-        # Computed when scraped: nothing on the request path.
-        metrics.expected_wait.set_function(lambda: self.expected_wait() or 0.0)
 
     def admit(self) -> Ticket:
         """A place for one more request, or Overloaded (cheap: called before its body is read).
@@ -170,6 +168,8 @@ class Admission:
     def count_admitted(self, change: int) -> None:
         self.depth += change
         self._metrics.queue_depth.set(self.depth)
+        # Set here, not computed when scraped: under several workers /metrics reads files.
+        self._metrics.expected_wait.set(self.expected_wait() or 0.0)
 
     def count_parsed(self, requests: int, rows: int) -> None:
         self._parsed += requests

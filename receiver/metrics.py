@@ -1,16 +1,26 @@
-"""Every Prometheus metric the receiver exports, on a registry of its own (one per app)."""
+"""Every Prometheus metric the receiver exports, on a registry of its own (one per app).
+
+Under a supervisor (`--workers N`) the values live in prometheus_client's multiprocess files
+(PROMETHEUS_MULTIPROC_DIR, set by the worker before it builds its app) and `/metrics` sums the
+workers, so a scraper sees one replica. The gauges say how: the queue depth is summed over the
+live workers, the served version is shown per live worker (a `pid` label).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 multiprocess: bool = False) -> None:
         self.registry = registry or CollectorRegistry()
+        self.multiprocess = multiprocess
         r = self.registry
         self.model_version = Gauge(
-            "hotswap_model_version", "Model version currently served", ["model"], registry=r)
+            "hotswap_model_version", "Model version currently served", ["model"], registry=r,
+            multiprocess_mode="liveall")
         self.cache_hits = Counter(
             "hotswap_model_cache_hits", "Model lookups answered from the in-memory cache",
             registry=r)
@@ -55,7 +65,7 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.queue_depth = Gauge(
             "hotswap_lane_queue_depth", "Requests admitted to the scoring lane and not yet "
-            "answered", registry=r)
+            "answered", registry=r, multiprocess_mode="livesum")
         self.shed_requests = Counter(
             "hotswap_requests_shed", "Requests refused or dropped by the scoring lane, by reason "
             "(overloaded: 503, timeout: 504, disconnected: the client left while it waited)",
@@ -63,7 +73,8 @@ class Metrics:
         self.expected_wait = Gauge(
             "hotswap_lane_expected_wait_seconds", "Seconds the requests admitted to the scoring "
             "lane are expected to take to score (0 before any predict is measured); admission "
-            "stops at HOTSWAP_MAX_WAIT", registry=r)
+            "stops at HOTSWAP_MAX_WAIT; under several workers, the longest",
+            registry=r, multiprocess_mode="livemax")
         # Staged rollout: who answered (or shadowed) what, and how the shadow compares.
         roles = ["model", "version", "role"]
         self.predictions = Counter(
@@ -83,3 +94,11 @@ class Metrics:
             "hotswap_shadow_shed", "Shadow predictions skipped because the server was busy (the "
             "shadow queue full, or requests queued in the lane for as long as a shadow may wait)",
             ["model", "version"], registry=r)
+
+    def exposition(self) -> bytes:
+        """The text /metrics answers: this process's metrics, or every worker's summed."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+        return generate_latest(summed)
