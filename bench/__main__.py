@@ -23,7 +23,18 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import fanout, memory, promotion, registry_cost, storm, swap, throughput, v2, workers
+from bench import (
+    fanout,
+    memory,
+    overload,
+    promotion,
+    registry_cost,
+    storm,
+    swap,
+    throughput,
+    v2,
+    workers,
+)
 from bench.config import Config
 from bench.report import render
 from bench.result import PartResult
@@ -40,7 +51,8 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     6: ("Notification storm", storm.run),
     7: ("Fan-out to 1,000 replicas behind one name", fanout.run),
     8: ("Worker processes", workers.run),
-    9: ("Open Inference Protocol", v2.run),
+    9: ("Overload: goodput at 1,000 clients", overload.run),
+    10: ("Open Inference Protocol", v2.run),
 }
 
 
@@ -65,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few seconds per part")
-    parser.add_argument("--parts", default="1,2,3,4,5,6,7,8,9",
+    parser.add_argument("--parts", default="1,2,3,4,5,6,7,8,9,10",
                         help="comma-separated part numbers")
     parser.add_argument("--report", type=Path, default=None,
                         help="Markdown report path (default bench/REPORT.md, or "

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ExceptionHandler
 
-from receiver.lane import DeadlineExceeded, Overloaded
+from receiver.lane import ClientGone, DeadlineExceeded, Overloaded
 from receiver.pinning import PinnedLoadsBusy
 from receiver.redact import scrub
 from receiver.registry import ModelLoadFailed, ModelNotFound, RegistryUnavailable
@@ -52,6 +52,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     PinnedLoadsBusy: (503, "OVERLOADED"),
     Overloaded: (503, "OVERLOADED"),
     DeadlineExceeded: (504, "REQUEST_TIMEOUT"),
+    # Nobody reads it (the client is gone); nginx's code for the case, in the access log.
+    ClientGone: (499, "CLIENT_CLOSED_REQUEST"),
 }
 
 

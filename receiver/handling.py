@@ -9,6 +9,7 @@ own body; the decisions and status codes are the same.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from starlette.responses import Response
 
 from receiver.codec import Codec
 from receiver.errors import ApiError, ModelNotLoaded
+from receiver.lane import ClientGone
 from receiver.registry import LoadedModel
 from receiver.rollout import Contender, Role, Route
 from receiver.scoring import JSON
@@ -81,22 +83,36 @@ def route(request: Request, name: str) -> Route:
     return service.router.route(primary, canary, shadow, request.headers.get("x-hotswap-key"))
 
 
+async def _disconnected(request: Request) -> None:
+    """Done when the client disconnects. Only once the body is read: the next message the
+    server has for this request is then its disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def score(request: Request, model: LoadedModel, codec_for: CodecFor,
                 role: Role = "primary", shadow: LoadedModel | None = None) -> Response:
     """`model`'s answer to the request's body, counted by model version, role and protocol;
     a shadow, if any, scores the same body once the answer is sent."""
     service = service_of(request)
-    body = await read_body(request, service.settings.max_body_bytes)
     codec = codec_for(model)
-    metrics = service.metrics
-    labels = {"model": model.name, "version": model.version, "role": role,
-              "protocol": codec.protocol}
-    started = time.perf_counter()
-    try:
-        content = await service.lane.score(model, body, codec)
-    except Exception:
-        metrics.prediction_errors.labels(**labels).inc()
-        raise
+    # Admission first, from the backlog alone: a refusal costs no body read and no parse.
+    with service.lane.admit() as ticket:
+        body = await read_body(request, service.settings.max_body_bytes)
+        metrics = service.metrics
+        labels = {"model": model.name, "version": model.version, "role": role,
+                  "protocol": codec.protocol}
+        started = time.perf_counter()
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            content = await service.lane.score(model, body, codec, ticket, gone)
+        except ClientGone:
+            raise  # nobody's prediction failed: the client left
+        except Exception:
+            metrics.prediction_errors.labels(**labels).inc()
+            raise
+        finally:
+            gone.cancel()
     metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
     metrics.predictions.labels(**labels).inc()
     # Starlette runs a background task once the response is sent: the shadow cannot touch it.

@@ -1,6 +1,7 @@
 """ScoringLane: a request body in, its answer out; fair to every client, bounded.
 
-A request goes: admission (at most HOTSWAP_MAX_QUEUE requests in the lane, else Overloaded) ->
+A request goes: admission (admission.py: while the backlog's expected wait fits HOTSWAP_MAX_WAIT
+and its count HOTSWAP_MAX_QUEUE, else Overloaded; decided before the body is read) ->
 parse, shape check first (batching.parse; a large body in a parse thread) -> the queue of its
 model version -> one `predict` in a predict thread -> its own rows, encoded by its codec.
 
@@ -15,36 +16,38 @@ call, as many at a time as there are predict threads.
 
 Every request has a deadline (HOTSWAP_REQUEST_TIMEOUT), kept by one timer on the event loop:
 past it the client gets DeadlineExceeded, and a request not yet taken into a `predict` is
-dropped, never scored for nobody.
+dropped, never scored for nobody. So is one whose client went away while it waited (ClientGone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from receiver import batching, scoring, threads
+from receiver.admission import Admission, Overloaded, Ticket
 from receiver.codec import Codec
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
-from receiver.retryable import Retryable
 from receiver.settings import Settings
 from receiver.threads import Limiters
 
-RETRY_AFTER_SECONDS = 1
+__all__ = ["ClientGone", "DeadlineExceeded", "Overloaded", "ScoringLane"]
+
 # Bodies up to this size are parsed on the event loop: such a body parses faster than a round
 # trip to a worker thread would take. Larger ones go to the parse threads.
 INLINE_PARSE_BYTES = 16 * 1024
 
 
-class Overloaded(Retryable):
-    """The lane holds HOTSWAP_MAX_QUEUE requests already; this one was not admitted."""
-
-
 class DeadlineExceeded(TimeoutError):
     """The request could not be scored within HOTSWAP_REQUEST_TIMEOUT; its work was dropped."""
+
+
+class ClientGone(ConnectionError):
+    """The client disconnected while its request waited; its work was dropped."""
 
 
 @dataclass(eq=False)
@@ -54,6 +57,7 @@ class _Request:
 
     parsed: batching.Parsed
     future: asyncio.Future[bytes]
+    ticket: Ticket
 
 
 @dataclass(eq=False)
@@ -81,11 +85,10 @@ class ScoringLane:
     def __init__(self, settings: Settings, limiters: Limiters, metrics: Metrics) -> None:
         self._mode = settings.batching
         self._max_rows = settings.batch_max_rows
-        self._max_queue = settings.max_queue
+        self._admission = Admission(settings.max_wait, settings.max_queue, metrics)
         self._timeout = settings.request_timeout
         self._limiters = limiters
         self._metrics = metrics
-        self._depth = 0
         # Keyed by the model object, not (name, version): a version loaded again is a new model.
         self._queues: dict[int, _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # running, so never garbage-collected
@@ -95,7 +98,11 @@ class ScoringLane:
 
     def depth(self) -> int:
         """Requests admitted and not yet answered (bounded by HOTSWAP_MAX_QUEUE)."""
-        return self._depth
+        return self._admission.depth
+
+    def admit(self) -> Ticket:
+        """A place for one request, for `score`, or Overloaded; cheap, before the body is read."""
+        return self._admission.admit()
 
     def queued(self) -> int:
         """Parsed requests waiting behind a running `predict` (a call not holding a predict
@@ -118,52 +125,51 @@ class ScoringLane:
 
     # -- one request --------------------------------------------------------------------------
 
-    async def score(self, model: LoadedModel, body: bytes, codec: Codec) -> bytes:
-        """The answer of `model` to one request body, encoded by `codec`.
+    async def score(self, model: LoadedModel, body: bytes, codec: Codec,
+                    ticket: Ticket | None = None,
+                    gone: asyncio.Future[None] | None = None) -> bytes:
+        """The answer of `model` to one request body, encoded by `codec`. `ticket`: the
+        request's place from `admit` (released here); without one, it is admitted here. `gone`:
+        done when the client disconnects; its request is then dropped unless being scored.
 
         Raises scoring.BadInput when the body is malformed or the model cannot score it,
-        Overloaded when the lane is full, DeadlineExceeded when the deadline passed.
+        Overloaded when the lane is full, DeadlineExceeded when the deadline passed,
+        ClientGone when `gone` completed first.
         """
-        if self._depth >= self._max_queue:
-            self._metrics.shed_requests.labels(reason="overloaded").inc()
-            raise Overloaded(f"The server holds {self._max_queue} requests already "
-                             f"(HOTSWAP_MAX_QUEUE); retry in {RETRY_AFTER_SECONDS} s.",
-                             RETRY_AFTER_SECONDS)
-        self._admit(1)
-        try:
-            return await self._score_admitted(model, body, codec)
-        except DeadlineExceeded:
-            self._metrics.shed_requests.labels(reason="timeout").inc()
-            raise
-        finally:
-            self._admit(-1)
+        with ticket or self.admit() as place:
+            try:
+                return await self._score_admitted(model, body, codec, place, gone)
+            except (DeadlineExceeded, ClientGone) as dropped:
+                self._metrics.shed_requests.labels(reason=_SHED_REASONS[type(dropped)]).inc()
+                raise
 
-    def _admit(self, change: int) -> None:
-        self._depth += change
-        self._metrics.queue_depth.set(self._depth)
-
-    async def _score_admitted(self, model: LoadedModel, body: bytes, codec: Codec) -> bytes:
+    async def _score_admitted(self, model: LoadedModel, body: bytes, codec: Codec,
+                              ticket: Ticket, gone: asyncio.Future[None] | None) -> bytes:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bytes] = loop.create_future()
         # The deadline: the one timer that answers a request late. Whatever waits (a parse
         # thread, the queue, a predict thread) skips a request whose answer is done.
         deadline = loop.call_later(self._timeout, self._expire, answer)
+        if gone is not None:
+            gone.add_done_callback(lambda _: _settle(answer, _client_gone()))
         batchable = batching.batchable(model, self._mode)
         try:
             # A small body is parsed right here (a thread hop costs more than its parse); a
             # larger one in a parse thread, so it delays only its own answer.
             if len(body) <= INLINE_PARSE_BYTES:
                 parsed = batching.parse(model, body, codec, batchable)
-                self._enqueue(model, batchable, _Request(parsed, answer))
+                self._enqueue(model, batchable, _Request(parsed, answer, ticket))
             else:
-                self._start(self._parse_in_thread(model, body, codec, batchable, answer))
+                self._start(self._parse_in_thread(model, body, codec, batchable, answer,
+                                                  ticket))
             return await answer
         finally:
             deadline.cancel()
             answer.cancel()  # nothing when answered; else any work still waiting skips it
 
     async def _parse_in_thread(self, model: LoadedModel, body: bytes, codec: Codec,
-                               batchable: bool, answer: asyncio.Future[bytes]) -> None:
+                               batchable: bool, answer: asyncio.Future[bytes],
+                               ticket: Ticket) -> None:
         try:
             parsed = await threads.run(self._limiters.parsing, _parse_unless_answered,
                                        answer, model, body, codec, batchable)
@@ -171,7 +177,7 @@ class ScoringLane:
             _settle(answer, exc)
             return
         if parsed is not None and not answer.done():
-            self._enqueue(model, batchable, _Request(parsed, answer))
+            self._enqueue(model, batchable, _Request(parsed, answer, ticket))
 
     def _expire(self, answer: asyncio.Future[bytes]) -> None:
         _settle(answer, DeadlineExceeded(
@@ -189,6 +195,7 @@ class ScoringLane:
         queue = self._queues.get(id(model))
         if queue is None:
             queue = self._queues[id(model)] = _Queue(model, batchable)
+        request.ticket.parsed(request.parsed.rows)
         queue.requests.append(request)
         if queue.drain is None:
             queue.drain = asyncio.get_running_loop().create_task(self._drain(queue))
@@ -216,6 +223,7 @@ class ScoringLane:
         self._metrics.batch_rows.observe(sum(request.parsed.rows for request in call))
         self._metrics.batch_requests.observe(len(call))
         answers: Sequence[bytes | Exception | None]
+        started = time.perf_counter()
         try:
             answers = await threads.run(self._limiters.predictions, _predict_unanswered,
                                         model, call)
@@ -223,9 +231,26 @@ class ScoringLane:
             answers = [exc] * len(call)
         finally:
             self._calls -= 1
+        _measure(self._admission, call, answers, time.perf_counter() - started)
         for request, answer in zip(call, answers, strict=True):
             if answer is not None:
                 _settle(request.future, answer)
+
+
+_SHED_REASONS = {DeadlineExceeded: "timeout", ClientGone: "disconnected"}
+
+
+def _client_gone() -> ClientGone:
+    return ClientGone("The client disconnected before its request was scored.")
+
+
+def _measure(admission: Admission, call: list[_Request],
+             answers: Sequence[bytes | Exception | None], seconds: float) -> None:
+    """Feed the throughput estimate with the rows of `call` that were scored."""
+    scored = [request for request, answer in zip(call, answers, strict=True)
+              if isinstance(answer, bytes)]
+    admission.throughput.record(sum(request.parsed.rows for request in scored), len(scored),
+                                seconds)
 
 
 def _parse_unless_answered(answer: asyncio.Future[bytes], model: LoadedModel, body: bytes,

@@ -68,7 +68,13 @@ class Metrics:
             "answered", registry=r, multiprocess_mode="livesum")
         self.shed_requests = Counter(
             "hotswap_requests_shed", "Requests refused or dropped by the scoring lane, by reason "
-            "(overloaded: 503, timeout: 504)", ["reason"], registry=r)
+            "(overloaded: 503, timeout: 504, disconnected: the client left while it waited)",
+            ["reason"], registry=r)
+        self.expected_wait = Gauge(
+            "hotswap_lane_expected_wait_seconds", "Seconds the requests admitted to the scoring "
+            "lane are expected to take to score (0 before any predict is measured); admission "
+            "stops at HOTSWAP_MAX_WAIT; under several workers, the longest",
+            registry=r, multiprocess_mode="livemax")
         # Staged rollout: who answered (or shadowed) what, and how the shadow compares.
         # protocol: the request's wire protocol, `mlflow` (/invocations) or `v2` (/v2/.../infer).
         roles = ["model", "version", "role", "protocol"]

@@ -1,6 +1,8 @@
 """A custom pyfunc model (MLflow "models from code") whose predict waits while a gate file
 exists, so a test decides when the predict slot frees up. Predicts f0 * factor per row, with
-`factor` from the model config: each version answers in its own recognisable way."""
+`factor` from the model config: each version answers in its own recognisable way. Where
+HOTSWAP_TEST_SECONDS_PER_ROW is set, each call also takes that long per row: a slow model of a
+known throughput, whatever the machine's load."""
 
 import os
 import time
@@ -21,6 +23,7 @@ class Gated(PythonModel):
         deadline = time.monotonic() + GATE_LIMIT_SECONDS
         while gate and os.path.exists(gate) and time.monotonic() < deadline:
             time.sleep(0.01)
+        time.sleep(float(os.environ.get("HOTSWAP_TEST_SECONDS_PER_ROW", 0)) * len(model_input))
         return (model_input["f0"] * self.factor).to_numpy()
 
 
