@@ -67,6 +67,9 @@ class Metrics:
         self.prediction_errors = Counter(
             "hotswap_prediction_errors", "Predictions that failed, by model version and role",
             roles, registry=r)
+        self.canary_fallbacks = Counter(
+            "hotswap_canary_fallbacks", "Canary predictions that failed and were answered by "
+            "the primary instead", ["model", "version"], registry=r)
         self.shadow_comparisons = Counter(
             "hotswap_shadow_comparisons", "Shadow predictions compared with the primary's",
             ["model", "version"], registry=r)

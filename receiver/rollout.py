@@ -28,6 +28,7 @@ class Route:
     model: LoadedModel
     role: Role
     shadow: LoadedModel | None = None
+    fallback: LoadedModel | None = None  # answers when a canary's predict fails
 
 
 def bucket(key: str | None, salt: str, draw: Callable[[], float] = random.random) -> float:
@@ -54,7 +55,7 @@ class Router:
         if (self._canary is not None and canary is not None
                 and canary.version != primary.version
                 and bucket(key, "canary", self._draw) < self._canary.percent):
-            return Route(canary, "canary")
+            return Route(canary, "canary", fallback=primary)
         if (self._shadow is not None and shadow is not None
                 and shadow.version != primary.version
                 and bucket(key, "shadow", self._draw) < self._shadow.percent):
