@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_start_time_seconds and friends: a reader of counter deltas (the rollout
+        # controller) tells a restarted replica by its start time.
+        ProcessCollector(registry=r)
         self.model_version = Gauge(
             "hotswap_model_version", "Model version currently served", ["model"], registry=r)
         self.cache_hits = Counter(
