@@ -4,8 +4,9 @@ A restarted replica's counters start again from zero. Read naively, `now - befor
 negative (or, summed with others, nonsense). A replica whose process start time changed, or
 whose counters went down (or lost a series) as Prometheus' `increase()` judges it, has
 restarted: what it reports now all happened since the restart. The start time catches the
-restart the counters alone cannot show: one that climbed back past its old value. Its whole page is judged at once, so a histogram's buckets
-stay consistent with each other. Only counters belong here (gauges go down for good reasons).
+restart the counters alone cannot show: one that climbed back past its old value. A page is
+judged whole, so a histogram's buckets stay consistent with each other. Only counters belong
+here (gauges go down for good reasons).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ BOUNDS = ("0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "+Inf")
 
 def latency(role: str, counts: list[int]) -> Samples:
     """Cumulative buckets for `role` from per-bucket counts."""
-    total, found = 0, {}
+    total = 0
+    found: Samples = {}
     for bound, count in zip(BOUNDS, counts, strict=True):
         total += count
         found[series("hotswap_prediction_duration_seconds_bucket", role=role, le=bound)] = total

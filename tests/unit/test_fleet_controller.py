@@ -4,6 +4,7 @@ live controller is respected and one past its expiry is not."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
@@ -45,23 +46,12 @@ class ScriptedRunner:
         return Figures(canary_requests=100, canary_errors=3 if broken else 0), broken
 
 
-class Quiet:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-
 def controller(client: FakeRegistryClient, clock: FakeClock | None = None) -> Controller:
     clock = clock or FakeClock()
     lease = LeaseKeeper(client, "m", seconds=15, holder="me", clock=clock)  # type: ignore[arg-type]
     assert lease.take()
     tags = RolloutTags(client, "m", "3")  # type: ignore[arg-type]
-    return Controller(PLAN, tags, lease, Progress(Quiet()), clock=clock)
+    return Controller(PLAN, tags, lease, Progress(io.StringIO()), clock=clock)
 
 
 def writes(client: FakeRegistryClient) -> list[tuple[Any, ...]]:

@@ -12,19 +12,22 @@ from mlflow_hotswap_plugin.fleet.exposition import Samples, series
 KEYS = [series("hotswap_predictions_total", role=role) for role in ("primary", "canary")]
 START = series("process_start_time_seconds")
 
-# One replica's life: ("inc", key, amount), ("restart",) or ("read",).
+# One replica's life: ("inc", key, amount), ("restart", 0, 0) or ("read", 0, 0).
 ops = st.lists(st.one_of(
     st.tuples(st.just("inc"), st.integers(0, len(KEYS) - 1), st.integers(1, 50)),
-    st.tuples(st.just("restart")),
-    st.tuples(st.just("read"))), max_size=60)
+    st.tuples(st.just("restart"), st.just(0), st.just(0)),
+    st.tuples(st.just("read"), st.just(0), st.just(0))), max_size=60)
+Op = tuple[str, int, int]
 
 
-def live(ops_: list[tuple[object, ...]], read_before_restart: bool = False,
+def live(ops_: list[Op], read_before_restart: bool = False,
          start_time: bool = True) -> tuple[Samples, Samples]:
     """Replay ops on one replica; (what the tally summed, what truly happened after its first
     reading). A counter shows only once used, as prometheus_client's labelled ones do; the
     page carries the process start time unless `start_time` is False."""
-    tally, counters, truth = Tally(), {}, {}  # type: ignore[var-annotated]
+    tally = Tally()
+    counters: Samples = {}
+    truth: Samples = {}
     first_read, started = False, 1.0
 
     def page() -> Samples:
@@ -32,10 +35,10 @@ def live(ops_: list[tuple[object, ...]], read_before_restart: bool = False,
 
     for op in ops_:
         if op[0] == "inc":
-            key = KEYS[op[1]]  # type: ignore[index]
-            counters[key] = counters.get(key, 0) + op[2]  # type: ignore[operator]
+            key = KEYS[op[1]]
+            counters[key] = counters.get(key, 0) + op[2]
             if first_read:
-                truth[key] = truth.get(key, 0) + op[2]  # type: ignore[operator]
+                truth[key] = truth.get(key, 0) + op[2]
         elif op[0] == "restart":
             if read_before_restart:
                 tally.observe("r", page())
@@ -49,7 +52,7 @@ def live(ops_: list[tuple[object, ...]], read_before_restart: bool = False,
 
 
 @given(ops, st.booleans())
-def test_a_sum_is_never_negative_nor_more_than_happened(ops_: list[tuple[object, ...]],
+def test_a_sum_is_never_negative_nor_more_than_happened(ops_: list[Op],
                                                         start_time: bool) -> None:
     summed, truth = live(ops_, start_time=start_time)
     assert START not in summed
@@ -59,7 +62,7 @@ def test_a_sum_is_never_negative_nor_more_than_happened(ops_: list[tuple[object,
 
 @given(ops)
 def test_a_sum_is_exact_when_each_restart_was_read_just_before(
-        ops_: list[tuple[object, ...]]) -> None:
+        ops_: list[Op]) -> None:
     summed, truth = live(ops_, read_before_restart=True)
     assert {k: v for k, v in summed.items() if v} == {k: v for k, v in truth.items() if v}
 
@@ -69,7 +72,7 @@ def test_without_a_restart_the_increase_is_the_difference(values: list[int]) -> 
     before = {key: float(value) for key, value in zip(KEYS, values, strict=False)}
     now = {key: value + 7 for key, value in before.items()}
     assert not restarted(before, now)
-    assert increases(before, now) == {key: 7 for key in before}
+    assert increases(before, now) == dict.fromkeys(before, 7)
 
 
 def test_a_restart_that_climbed_back_shows_by_its_start_time() -> None:

@@ -3,6 +3,7 @@ real metric objects, traffic added between polls, a clock that moves only when s
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 from mlflow_hotswap_plugin.fleet.analysis import Limits
@@ -41,21 +42,6 @@ class Recorded:
         return self.tally.totals()
 
 
-class Lines:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> int:
-        self.text += text
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-
 PLAN = Plan("m", "@challenger", "3", "2", steps=(25, 100), step_seconds=5, max_wait=20,
             limits=Limits(min_requests=100), promote_alias="champion", poll_seconds=0.5)
 
@@ -75,7 +61,7 @@ def healthy(poll: int, replicas: list[FakeReplica]) -> None:
 
 def runner(source: Recorded, plan: Plan = PLAN) -> StepRunner:
     clock = FakeClock()
-    return StepRunner(plan, source, Progress(Lines()), tick=lambda: None, clock=clock,
+    return StepRunner(plan, source, Progress(io.StringIO()), tick=lambda: None, clock=clock,
                       sleep=clock.sleep)
 
 
