@@ -1,4 +1,4 @@
-"""`python -m bench`: run the six parts of issue 5 and write a Markdown report.
+"""`python -m bench`: run the parts and write a Markdown report.
 
     python -m bench                 # full run (about 10-15 minutes), writes bench/REPORT.md
     python -m bench --smoke         # a few seconds per part, writes bench/out/REPORT-smoke.md
@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import memory, promotion, registry_cost, storm, swap, throughput
+from bench import fleet, memory, promotion, registry_cost, storm, swap, throughput
 from bench.config import Config
 from bench.report import render
 from bench.result import PartResult
@@ -38,6 +38,7 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     4: ("Memory", memory.run),
     5: ("Cost to the registry", registry_cost.run),
     6: ("Notification storm", storm.run),
+    7: ("Progressive delivery", fleet.run),
 }
 
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few seconds per part")
-    parser.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated part numbers")
+    parser.add_argument("--parts", default=",".join(map(str, PARTS)),
+                        help="comma-separated part numbers")
     parser.add_argument("--report", type=Path, default=None,
                         help="Markdown report path (default bench/REPORT.md, or "
                              "bench/out/REPORT-smoke.md with --smoke)")
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = [int(p) for p in args.parts.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
-        parser.error(f"unknown part(s) {unknown}; parts are 1-6")
+        parser.error(f"unknown part(s) {unknown}; parts are {min(PARTS)}-{max(PARTS)}")
     cfg = Config.quick() if args.smoke else Config.full()
     report_path = args.report or (ROOT / "bench" / "out" / "REPORT-smoke.md" if args.smoke
                                   else ROOT / "bench" / "REPORT.md")

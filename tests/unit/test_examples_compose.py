@@ -22,9 +22,9 @@ from tests.support.deployment import (
     check_registry_uri,
     check_webhook_target,
     parse_mlflow_server,
+    parse_rollout,
     plugin_settings,
     receiver_settings,
-    parse_rollout,
     run_receiver_main,
     service,
 )

@@ -19,9 +19,9 @@ from tests.support.deployment import (
     check_registry_uri,
     check_webhook_target,
     parse_mlflow_server,
+    parse_rollout,
     plugin_settings,
     receiver_settings,
-    parse_rollout,
     run_receiver_main,
 )
 
@@ -188,7 +188,6 @@ def test_k8s_rollout_job_steps_the_receivers_canary_through_every_pod(
     job = k8s[("Job", "rollout-fraud-model")]
     args = parse_rollout(only_container(job)["command"])
     receiver_env = k8s_env(only_container(k8s[("Deployment", "hotswap-receiver")]), k8s)
-    settings, _ = receiver_settings(receiver_env)
 
     assert args.name == receiver_env["MODEL_NAME"]
     assert args.promote_stage == receiver_env["MODEL_STAGE"]
