@@ -28,7 +28,7 @@ def by_role(page: Page, metric: str) -> dict[str, int]:
 def _share(described: dict[str, Any] | None) -> str:
     if not described or described.get("version") is None:
         return "-"
-    return f"v{described['version']} {described.get('percent', 0):g} %"
+    return f"v{described['version']} {described.get('percent') or 0:g} %"
 
 
 def row(page: Page) -> dict[str, Any]:
