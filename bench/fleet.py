@@ -57,7 +57,8 @@ def _start_fleet(stack: Stack) -> tuple[Process, list[Process]]:
                               "MODEL_UPDATE_INTERVAL": "600"})
     with ThreadPoolExecutor(3) as pool:
         receivers = list(pool.map(
-            lambda i: start_receiver(stack.workdir, server.url, MODEL_NAME, env=env,
+            # The stack's server holds the artifacts; this one (same database) pushes.
+            lambda i: start_receiver(stack.workdir, stack.tracking_uri, MODEL_NAME, env=env,
                                      port=ports[i], log_name=f"receiver-fleet-{i}.log"),
             range(3)))
     stack.extra.extend(receivers)
