@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mlflow_hotswap_plugin.fleet import launch
 from mlflow_hotswap_plugin.fleet.analysis import Figures
 from mlflow_hotswap_plugin.fleet.controller import Controller, Interrupted
 from mlflow_hotswap_plugin.fleet.plan import Plan
@@ -112,3 +113,24 @@ def test_a_live_lease_is_respected_and_an_expired_one_is_not() -> None:
     assert second.take()
     first.release()  # not its lease any more: left alone
     assert Lease.parse(client.model_tags[LEASE_TAG]).holder == "b"  # type: ignore[union-attr]
+
+
+def test_abort_sets_the_share_to_0_records_where_it_stood_and_clears_any_lease() -> None:
+    client = FakeRegistryClient(model_tags={SHARE_TAG: "25"},
+                                version_tags={"3": {ROLLOUT_TAG: "running at 25 %"}})
+    LeaseKeeper(client, "m", holder="crashed").take()  # type: ignore[arg-type]
+    tags = RolloutTags(client, "m", "3")  # type: ignore[arg-type]
+    lease = LeaseKeeper(client, "m", holder="me")  # type: ignore[arg-type]
+    assert launch.abort(PLAN, tags, lease, Progress(io.StringIO())) == 1
+    assert client.model_tags == {SHARE_TAG: "0"}
+    assert client.version_tags["3"][ROLLOUT_TAG] == "aborted at 25 %: by request (--abort)"
+
+
+def test_resume_starts_again_at_the_step_the_tag_names() -> None:
+    client = FakeRegistryClient(version_tags={"3": {ROLLOUT_TAG: "interrupted at 25 %"}})
+    tags = RolloutTags(client, "m", "3")  # type: ignore[arg-type]
+    assert launch._first_step(True, PLAN, tags) == 1
+    assert launch._first_step(False, PLAN, tags) == 0
+    client.version_tags["3"][ROLLOUT_TAG] = "promoted after steps 5,25,100 %"
+    refusal = launch._first_step(True, PLAN, tags)
+    assert isinstance(refusal, str) and refusal.startswith("nothing to resume")
