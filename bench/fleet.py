@@ -14,6 +14,7 @@ every 600 s, so every change arrives by push), under a steady one-client-per-rep
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -67,15 +68,36 @@ def _start_fleet(stack: Stack) -> tuple[Process, list[Process]]:
     return server, receivers
 
 
-def _rollout(server: Process, urls: list[str], step_seconds: float) -> tuple[float, int, str]:
+def _rollout(server: Process, urls: list[str], step_seconds: float
+             ) -> tuple[float, int, list[tuple[float, str]]]:
+    """Run the console script; its total time, exit code and lines with their time."""
     argv = [sys.executable, "-m", "mlflow_hotswap_plugin.commands", "rollout", MODEL_NAME,
             "--canary", "@challenger", "--promote-alias", "champion",
             "--steps", ",".join(map(str, STEPS)), "--step-seconds", str(step_seconds),
             "--min-requests", "10", "--max-latency-ratio", "3", "--receivers", ",".join(urls)]
     env = {**os.environ, **base_env(), "MLFLOW_TRACKING_URI": server.url}
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    return time.perf_counter() - started, done.returncode, done.stdout.strip().splitlines()[-1]
+    lines: list[tuple[float, str]] = []
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as controller:
+        assert controller.stdout is not None
+        for line in controller.stdout:
+            lines.append((time.perf_counter() - started, line.rstrip("\n")))
+        code = controller.wait(timeout=600)
+    return time.perf_counter() - started, code, lines
+
+
+def _phases(lines: list[tuple[float, str]]) -> list[str]:
+    """Seconds to the first line, then per step: waiting for the replicas, holding."""
+    def at(text: str) -> float:
+        return next((when for when, line in lines if text in line), math.nan)
+
+    cells = [sec(lines[0][0]) if lines else "n/a"]
+    for index, percent in enumerate(STEPS):
+        label = f"step {index + 1}/{len(STEPS)} {percent} %"
+        set_at, took_at = at(f"{label}: share set"), at(f"{label}: every replica took it")
+        cells.append(f"{sec(took_at - set_at)} + {sec(at(f'{label}: canary') - took_at)}")
+    return cells
 
 
 def _abort_lag(tags: RolloutTags, urls: list[str]) -> float:
@@ -104,10 +126,11 @@ def run(stack: Stack, cfg: Config) -> PartResult:
             client.set_registered_model_alias(MODEL_NAME, "challenger", stack.versions[index])
             wait_until(partial(_at, urls, 0, stack.versions[index]), timeout=120,
                        message="every replica holding the challenger")
-            seconds, code, last = _rollout(server, urls, step_seconds)
+            seconds, code, lines = _rollout(server, urls, step_seconds)
             totals.append(seconds)
-            rows.append([str(index), stack.versions[index], sec(seconds),
-                         "promoted" if code == 0 else f"exit {code}: {last}"])
+            outcome = "promoted" if code == 0 else f"exit {code}: {lines[-1][1] if lines else ''}"
+            rows.append([str(index), stack.versions[index], sec(seconds), *_phases(lines),
+                         outcome])
         tags = RolloutTags(client, MODEL_NAME, stack.versions[rounds])
         lags = [_abort_lag(tags, urls) for _ in range(3 if cfg.smoke else 20)]
     finally:
@@ -123,7 +146,9 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     failed = sum(1 for sample in samples if sample.status != 200)
     result.add("client requests during the part / failed", f"{len(samples)} / {failed}",
                "0 failed", failed == 0)
-    result.tables.append(table(["round", "challenger", "start to promoted", "outcome"], rows))
+    steps = [f"{percent} %: to every replica + hold" for percent in STEPS]
+    result.tables.append(table(["round", "challenger", "start to promoted", "to first line",
+                                *steps, "outcome"], rows))
     result.notes.append("Start to promoted includes the controller's own start (Python and "
                         "MLflow imports, about a second) and, per step, the push of the share "
                         "to every replica before the hold begins.")
