@@ -9,21 +9,26 @@
    store, call by call in turn, on a model with 10 and with 10,000 versions. The plugin's cost
    is its look-up before the transition (the promoted version and the holders of the stage) and
    queueing the events; delivery is asynchronous and waited for outside the timed call.
+3. What one receiver's refresh asks of MLflow: HTTP requests and time per refresh, for a
+   receiver following Production alone, with a canary and a shadow, and with a pre-warmed stage
+   too; one `get_registered_model` (now) against one look-up per reference (before).
 
-    python -m bench.registry_cost [--smoke]     # part 5.2 alone, without the bench's stack
+    python -m bench.registry_cost [--smoke]     # parts 5.2 and 5.3, without the bench's stack
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +38,10 @@ from bench.config import Config
 from bench.result import PartResult, table
 from bench.stack import MODEL_NAME, SECRET, Stack
 from bench.stats import ms, percentile
-from examples.processes import free_port, wait_until
+from examples.processes import free_port, start_mlflow_server, wait_until
 from tests.support.bulk import bulk_versions
 from tests.support.capture import capture_server
+from tests.support.registry import light_versions
 
 PATH = "/api/2.0/mlflow/model-versions/transition-stage"
 
@@ -106,6 +112,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
         "(each delivery waits out HOTSWAP_TIMEOUT=5 s).",
     ]
     add_scaling(result, cfg.smoke)
+    add_refresh_calls(result, stack.tracking_uri, cfg.smoke)
     return result
 
 
@@ -236,14 +243,118 @@ def _promote(store: Any, name: str, version: str) -> None:
         store.transition_model_version_stage(name, version, "Production", True)
 
 
+# -- 5.3: what one refresh asks of MLflow -------------------------------------------------------
+
+REFRESH_MODEL = "refresh-cost"
+REFRESH_SETUPS = {
+    "Production": {},
+    "Production; canary and shadow @challenger": {"MODEL_CANARY": "@challenger",
+                                                  "MODEL_SHADOW": "@challenger"},
+    "Production; pre-warm Staging; canary @challenger; shadow @shadow": {
+        "MODEL_PREWARM": "Staging", "MODEL_CANARY": "@challenger:10",
+        "MODEL_SHADOW": "@shadow", "MODEL_CACHE_SIZE": "8"},
+}
+
+
+def add_refresh_calls(result: PartResult, tracking_uri: str, smoke: bool) -> None:
+    from mlflow import MlflowClient
+
+    from receiver.registry import Registry
+    from receiver.settings import Settings
+
+    refreshes = 3 if smoke else 50
+    client = MlflowClient(tracking_uri)
+    _refresh_model(tracking_uri, client)
+    rows = []
+    for label, env in REFRESH_SETUPS.items():
+        settings = Settings.from_env({"MLFLOW_TRACKING_URI": tracking_uri,
+                                      "MODEL_NAME": REFRESH_MODEL, **env})
+        references = (settings.followed, *settings.rollout_references)
+        registry = Registry(settings)
+        before = _per_refresh(partial(_one_look_up_per_reference, client, references),
+                              refreshes)
+        after = _per_refresh(partial(registry.snapshot, REFRESH_MODEL), refreshes)
+        registry.close()
+        rows.append([label, str(len(references)), f"{before[0]:g}", f"{after[0]:g}",
+                     ms(before[1]), ms(after[1])])
+        result.add(f"HTTP requests to MLflow per refresh ({label})", f"{after[0]:g}", "1",
+                   after[0] == 1)
+    result.tables.append(table(["receiver follows", "references", "requests before",
+                                "requests now", "p50 before", "p50 now"], rows))
+    result.notes.append(
+        f"Per refresh of one model, {refreshes} refreshes each, against the bench's MLflow "
+        "server: HTTP requests counted in the receiver's process (MLflow's REST client), and "
+        "the refresh's time. Before: one look-up per reference (get_latest_versions for a "
+        "stage, get_model_version_by_alias for an alias; MLflow 3's client precedes each "
+        "get_latest_versions with a get_registered_model, to check the name is not a "
+        "prompt's). Now: "
+        "one get_registered_model, whose answer holds the aliases, the newest version of each "
+        "stage and the tags (the canary's share).")
+
+
+def _refresh_model(tracking_uri: str, client: Any) -> None:
+    """Versions 1 in Production, 2 in Staging and @shadow, 3 @challenger; a canary share tag."""
+    light_versions(tracking_uri, REFRESH_MODEL, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stages are deprecated in MLflow, not in our contract
+        client.transition_model_version_stage(REFRESH_MODEL, "1", "Production")
+        client.transition_model_version_stage(REFRESH_MODEL, "2", "Staging")
+    client.set_registered_model_alias(REFRESH_MODEL, "challenger", "3")
+    client.set_registered_model_alias(REFRESH_MODEL, "shadow", "2")
+    client.set_registered_model_tag(REFRESH_MODEL, "hotswap.canary_percent", "10")
+
+
+def _one_look_up_per_reference(client: Any, references: tuple[Any, ...]) -> None:
+    """The receiver's refresh before: one registry look-up per reference."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for reference in references:
+            if reference.kind == "alias":
+                client.get_model_version_by_alias(REFRESH_MODEL, reference.name)
+            else:
+                client.get_latest_versions(REFRESH_MODEL, stages=[reference.name])
+
+
+def _per_refresh(refresh: Callable[[], object], refreshes: int) -> tuple[float, float]:
+    """HTTP requests per refresh and the p50 of its time."""
+    from mlflow.utils import rest_utils
+
+    counted = 0
+    real = rest_utils.http_request
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal counted
+        counted += 1
+        return real(*args, **kwargs)
+
+    timings = []
+    with contextlib.ExitStack() as undo:
+        rest_utils.http_request = counting  # every REST store call goes through it
+        undo.callback(setattr, rest_utils, "http_request", real)
+        refresh()  # warm-up: connections made
+        counted = 0
+        for _ in range(refreshes):
+            started = time.perf_counter()
+            refresh()
+            timings.append(time.perf_counter() - started)
+    return counted / refreshes, percentile(timings, 50)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.registry_cost",
-                                     description="Part 5.2: the plugin's cost against the "
-                                                 "registry's size")
+                                     description="Parts 5.2 and 5.3: the plugin's cost against "
+                                                 "the registry's size; MLflow requests per "
+                                                 "receiver refresh")
     parser.add_argument("--smoke", action="store_true", help="a few calls per size")
     args = parser.parse_args(argv)
     result = PartResult(5, "Cost to the registry")
     add_scaling(result, args.smoke)
+    with tempfile.TemporaryDirectory(prefix="hotswap-refresh-cost-") as workdir:
+        server = start_mlflow_server(Path(workdir))
+        try:
+            add_refresh_calls(result, server.url, args.smoke)
+        finally:
+            server.stop()
     for figure in result.figures:
         print(f"{figure.name}: {figure.value}  [target {figure.target}: {figure.verdict}]")
     print(*result.tables, sep="\n\n")

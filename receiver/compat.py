@@ -4,7 +4,9 @@ The rest of the receiver calls these names instead of testing MLflow's version. 
 and 2.22: MlflowClient.get_model_version_by_alias, Model.load_input_example(_params),
 scoring_server.infer_and_parse_data and parse_csv_input, proto_json_utils._get_jsonable_obj and
 NumpyEncoder, the MLFLOW_HTTP_REQUEST_* variables and PyFuncModel.get_raw_model are the same
-as on 3.x; only the download below differs.
+as on 3.x; only the download below differs. MlflowClient.get_registered_model answers with
+`aliases` and `tags` (dicts) and `latest_versions` (the newest version of each stage in use,
+filled by the SQL and file stores) on 2.16 as on 3.x: checked in their sources.
 """
 
 from __future__ import annotations

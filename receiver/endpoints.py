@@ -19,12 +19,13 @@ from starlette.responses import JSONResponse, Response
 from receiver import compat, scoring
 from receiver.errors import ApiError
 from receiver.lane import DeadlineExceeded, Overloaded
+from receiver.models import RefreshStatus
 from receiver.redact import scrub
 from receiver.references import Reference, Share
 from receiver.registry import LoadedModel
-from receiver.rollout import Role, Route
+from receiver.rollout import Contender, Role, Route
 from receiver.service import Service
-from receiver.updater import RefreshStatus
+from receiver.shares import CurrentShare
 from receiver.webhooks import MAX_NOTIFICATION_BYTES, InvalidSignature, MalformedNotification
 
 
@@ -34,7 +35,7 @@ def _service(request: Request) -> Service:
 
 
 def _served_or_503(service: Service, name: str) -> LoadedModel:
-    model = service.updater.served(name)
+    model = service.models.served(name)
     if model is None:
         raise ApiError(503, "MODEL_NOT_LOADED",
                        f"No version of {name} is loaded yet "
@@ -53,7 +54,7 @@ def _known_name_or_404(service: Service, name: str) -> str:
 
 def _describe(service: Service, name: str) -> dict[str, Any]:
     settings = service.settings
-    model = service.updater.served(name)
+    model = service.models.served(name)
     following = {"alias": settings.alias} if settings.alias else {"stage": settings.stage}
     rollout = _describe_rollout(service, name, model)
     if model is None:
@@ -70,21 +71,24 @@ def _describe_rollout(service: Service, name: str, primary: LoadedModel | None
         return {}
 
     def held(reference: Reference) -> dict[str, Any]:
-        model = service.updater.held(name, reference)
+        model = service.models.held(name, reference)
         return {"reference": str(reference), "version": model.version if model else None,
                 "loaded_at": model.loaded_at if model else None}
 
-    def share(value: Share | None) -> dict[str, Any] | None:
-        if value is None:
+    def share(value: Share | None, current: CurrentShare | None) -> dict[str, Any] | None:
+        if value is None or current is None:
             return None
         described = held(value.reference)
         # Active: it exists and differs from the primary, so it takes its share.
         active = described["version"] is not None and (
             primary is None or described["version"] != primary.version)
-        return {**described, "percent": value.percent, "active": active}
+        return {**described, "percent": current.percent, "active": active,
+                "source": current.source}
 
+    shares = service.models.shares(name)
     return {"prewarmed": [held(reference) for reference in settings.prewarm],
-            "canary": share(settings.canary), "shadow": share(settings.shadow)}
+            "canary": share(settings.canary, shares.canary),
+            "shadow": share(settings.shadow, shares.shadow)}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -158,9 +162,12 @@ def _route(request: Request, name: str) -> Route:
     """The served version of `name`, or its canary, and the shadow to run afterwards."""
     service = _service(request)
     primary = _served_or_503(service, name)
-    settings, updater = service.settings, service.updater
-    canary = updater.held(name, settings.canary.reference) if settings.canary else None
-    shadow = updater.held(name, settings.shadow.reference) if settings.shadow else None
+    settings, models = service.settings, service.models
+    shares = models.shares(name)  # read once: one request, one reading of the shares
+    canary = (Contender(models.held(name, settings.canary.reference), shares.canary.percent)
+              if settings.canary and shares.canary else None)
+    shadow = (Contender(models.held(name, settings.shadow.reference), shares.shadow.percent)
+              if settings.shadow and shares.shadow else None)
     return service.router.route(primary, canary, shadow, request.headers.get("x-hotswap-key"))
 
 
@@ -208,7 +215,7 @@ async def reload_models(request: Request) -> JSONResponse:
 
 
 def _version(service: Service, name: str) -> str | None:
-    model = service.updater.served(name)
+    model = service.models.served(name)
     return model.version if model else None
 
 
@@ -252,14 +259,14 @@ async def webhook(request: Request) -> JSONResponse:
 
 async def health(request: Request) -> JSONResponse:
     service = _service(request)
-    loaded = service.updater.served(service.settings.default_model) is not None
+    loaded = service.models.served(service.settings.default_model) is not None
     body = {"model_loaded": loaded,
             "models": {n: _version(service, n) for n in service.settings.model_names},
             "following": service.settings.reference,
-            "last_update_error": scrub(service.updater.last_error or "") or None,
+            "last_update_error": scrub(service.models.last_error or "") or None,
             "load_failures": _load_failures(service),
-            "last_load_failure": service.updater.guard.last_failure,
-            "abandoned_loads": service.updater.guard.abandoned(),
+            "last_load_failure": service.models.guard.last_failure,
+            "abandoned_loads": service.models.guard.abandoned(),
             "uptime_seconds": round(time.monotonic() - service.started_at, 1)}
     return JSONResponse(body, status_code=200 if loaded else 503)
 
@@ -280,7 +287,7 @@ async def live(request: Request) -> JSONResponse:
 
 async def ready(request: Request) -> JSONResponse:
     service = _service(request)
-    if service.updater.served(service.settings.default_model) is None:
+    if service.models.served(service.settings.default_model) is None:
         return JSONResponse({"status": "not ready", "reason": "no model loaded yet"},
                             status_code=503,
                             headers={"Retry-After": str(service.updater.retry_after())})

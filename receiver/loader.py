@@ -2,6 +2,10 @@
 
 cachetools caches are not thread-safe, so every cache access takes the lock; the load itself
 runs outside it, and concurrent misses for one key wait on the first caller's Future.
+
+cachetools evicts from inside `cache[key] = value`, that is under the lock, which the event loop
+takes too (`cached`). So an eviction only sets the evicted entry aside; the owner's hook (which
+deletes the model's files) runs after the lock is let go, in the thread that loaded.
 """
 
 from __future__ import annotations
@@ -23,16 +27,21 @@ V = TypeVar("V")
 
 
 class _EvictingLRU(LRUCache[K, V]):
-    """An LRUCache that tells its owner what it evicts, so files and memory are released."""
+    """An LRUCache that keeps what it evicts until `take_evicted`, so files and memory are
+    released outside the lock."""
 
-    def __init__(self, maxsize: int, on_evict: Callable[[K, V], None]) -> None:
+    def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize)
-        self._on_evict = on_evict
+        self._evicted: list[tuple[K, V]] = []
 
     def popitem(self) -> tuple[K, V]:
         key, value = super().popitem()
-        self._on_evict(key, value)
+        self._evicted.append((key, value))
         return key, value
+
+    def take_evicted(self) -> list[tuple[K, V]]:
+        evicted, self._evicted = self._evicted, []
+        return evicted
 
 
 class FastModelLoader(Generic[K, V]):
@@ -40,7 +49,8 @@ class FastModelLoader(Generic[K, V]):
                  on_evict: Callable[[K, V], None] | None = None) -> None:
         self._load = load
         self._metrics = metrics
-        self._cache: _EvictingLRU[K, V] = _EvictingLRU(maxsize, on_evict or (lambda k, v: None))
+        self._on_evict = on_evict or (lambda k, v: None)
+        self._cache: _EvictingLRU[K, V] = _EvictingLRU(maxsize)
         self._pending: dict[K, Future[V]] = {}
         self._lock = threading.Lock()
 
@@ -77,7 +87,13 @@ class FastModelLoader(Generic[K, V]):
         with self._lock:
             self._cache[key] = value
             del self._pending[key]
+            evicted = self._cache.take_evicted()
         future.set_result(value)
+        for old_key, old_value in evicted:  # slow (files deleted): never under the lock
+            try:
+                self._on_evict(old_key, old_value)
+            except Exception:  # the load succeeded; a failed clean-up must not undo that
+                logger.exception("Releasing %s after its eviction failed", old_key)
         return value
 
     def _hit(self, key: K) -> V | None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        # process_start_time_seconds and friends: a reader of counter deltas (the rollout
-        # controller) tells a restarted replica by its start time.
-        ProcessCollector(registry=r)
+        # A reader of counter deltas (the rollout controller) tells a restarted replica by it.
+        self.start_time = Gauge(
+            "hotswap_start_time_seconds", "When this receiver started, in seconds since the epoch",
+            registry=r)
+        self.start_time.set(time.time())
         self.model_version = Gauge(
             "hotswap_model_version", "Model version currently served", ["model"], registry=r)
         self.cache_hits = Counter(

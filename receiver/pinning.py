@@ -6,6 +6,8 @@ name any version, so what they can make the receiver load is bounded here.
 - At most PINNED_LOADS versions load at once for pinned requests; beyond that, 503 at once.
 - A version that failed to load is answered from a negative cache for FAILED_TTL seconds,
   instead of being downloaded again for every request that names it.
+
+A cached version is answered on the event loop; a miss loads in a model_work thread.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from collections.abc import Callable
 
 import anyio
 from cachetools import TTLCache
+from mlflow.exceptions import MlflowException
 
+from receiver import threads
 from receiver.metrics import Metrics
-from receiver.registry import LoadedModel, ModelLoadFailed, ModelNotFound
-from receiver.updater import ModelUpdater
+from receiver.models import Models
+from receiver.registry import LoadedModel, ModelLoadFailed, ModelNotFound, RegistryUnavailable
 
 PINNED_LOADS = 2
 FAILED_TTL = 30.0
@@ -39,9 +43,10 @@ def canonical_version(version: str) -> bool:
 
 
 class PinnedModels:
-    def __init__(self, updater: ModelUpdater, metrics: Metrics,
+    def __init__(self, models: Models, limiter: anyio.CapacityLimiter, metrics: Metrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._updater = updater
+        self._models = models
+        self._limiter = limiter
         self._metrics = metrics
         self._loads = anyio.CapacityLimiter(PINNED_LOADS)
         self._failed: TTLCache[tuple[str, str], Exception] = TTLCache(
@@ -57,7 +62,7 @@ class PinnedModels:
             raise ModelNotFound(f"Model {name!r} has no version {version!r}: a version is "
                                 f"written as a plain number, such as '1'.")
         key = (name, version)
-        cached = self._updater.cached(name, version)
+        cached = self._models.cached(name, version)
         if cached is not None:  # no thread, no wait behind loads: the common case
             return cached
         remembered = self._failed.get(key)
@@ -71,9 +76,22 @@ class PinnedModels:
             raise PinnedLoadsBusy(f"{PINNED_LOADS} pinned versions are loading already; "
                                   f"retry shortly.") from None
         try:
-            return await self._updater.pinned(name, version)
+            return await self._load(name, version)
         except (ModelNotFound, ModelLoadFailed) as exc:
             self._failed[key] = exc
             raise
         finally:
             self._loads.release()
+
+    async def _load(self, name: str, version: str) -> LoadedModel:
+        """Load into the cache in a model_work thread; every failure as a domain error."""
+        try:
+            return await threads.run(self._models.get, name, version, limiter=self._limiter)
+        except (ModelNotFound, ModelLoadFailed):
+            raise
+        except MlflowException as exc:
+            raise RegistryUnavailable(f"Could not fetch {name} version {version} from MLflow: "
+                                      f"{exc.message}") from None
+        except Exception as exc:  # noqa: BLE001 - a broken version must not break the server
+            raise ModelLoadFailed(f"{name} version {version} failed to load: "
+                                  f"{type(exc).__name__}: {exc}") from None

@@ -1,9 +1,9 @@
 """Registry references beside the followed one: a stage (`Staging`) or an alias (`@challenger`),
 with a traffic share for the canary and the shadow. Parsing only; no MLflow, no settings.
 
-Syntax (DESIGN.md): MODEL_PREWARM `Staging,@challenger`; MODEL_CANARY `<ref>:<percent>`;
-MODEL_SHADOW `<ref>[:<percent>]`. Errors are ValueErrors whose message says what is wrong;
-settings.py names the variable.
+Syntax: MODEL_PREWARM `Staging,@challenger`; MODEL_CANARY and MODEL_SHADOW `<ref>[:<percent>]`,
+where a reference without a percent takes its share from a registry tag (shares.py). Errors are
+ValueErrors whose message says what is wrong; settings.py names the variable.
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ class Reference:
 
 @dataclass(frozen=True)
 class Share:
-    """A reference and the percentage (0-100) of requests it takes."""
+    """A reference and the percentage (0-100) of requests it takes: fixed, or None when the
+    registry's tag says (read at every refresh), `untagged` while the model has no such tag."""
 
     reference: Reference
-    percent: float
+    percent: float | None
+    untagged: float = 0.0
 
     def __str__(self) -> str:
-        return f"{self.reference}:{self.percent:g}"
+        return str(self.reference) if self.percent is None else f"{self.reference}:{self.percent:g}"
 
 
 def parse_reference(text: str) -> Reference:
@@ -68,19 +70,24 @@ def parse_references(text: str) -> tuple[Reference, ...]:
     return tuple(found)
 
 
-def parse_share(text: str, default_percent: float | None = None) -> Share:
-    """`<ref>:<percent>`; the percent may be left out only when there is a default."""
+def parse_share(text: str, untagged: float = 0.0) -> Share:
+    """`<ref>:<percent>`, a fixed share; `<ref>` alone, a share the registry's tag sets, which
+    is `untagged` while there is no tag."""
     head, colon, tail = text.strip().rpartition(":")
     if not colon:
-        if default_percent is None:
-            raise ValueError(f"{text.strip()!r} has no percentage: write <stage or @alias>:"
-                             "<percent>, e.g. @challenger:10.")
-        return Share(parse_reference(text), default_percent)
+        return Share(parse_reference(text), None, untagged)
+    return Share(parse_reference(head), parse_percent(tail), untagged)
+
+
+def parse_percent(text: str) -> float:
+    """A number from 0 to 100, in plain ASCII (float() alone also takes "nan", "1_0", "٣")."""
     try:
-        percent = float(tail)
+        if not text.strip().isascii() or "_" in text:
+            raise ValueError(text)
+        percent = float(text)
     except ValueError:
-        raise ValueError(f"{tail.strip()!r} is not a percentage (a number from 0 to 100)."
+        raise ValueError(f"{text.strip()[:40]!r} is not a percentage (a number from 0 to 100)."
                          ) from None
     if not math.isfinite(percent) or not 0 <= percent <= 100:
-        raise ValueError(f"the percentage must be from 0 to 100, got {tail.strip()}.")
-    return Share(parse_reference(head), percent)
+        raise ValueError(f"the percentage must be from 0 to 100, got {text.strip()[:40]}.")
+    return percent

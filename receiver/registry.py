@@ -1,5 +1,6 @@
-"""Everything the receiver asks of MLflow: which version a stage or alias points to, and
-downloading, loading and warming up one model version. Blocking: call from worker threads."""
+"""Everything the receiver asks of MLflow: what a registered model's aliases, stages and tags say
+(one call), and downloading, loading and warming up one model version. Blocking: call from
+worker threads."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +61,32 @@ class LoadedModel:
         return (self.name, self.version)
 
 
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """What the registry says of one registered model at one moment: the version each alias
+    and each stage points to, and the model's tags. Empty for a model that does not exist."""
+
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    stages: Mapping[str, str] = field(default_factory=dict)  # lower-cased stage -> version
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def version(self, reference: Reference) -> str | None:
+        """The version `reference` points to; None when nothing is there."""
+        if reference.kind == "alias":
+            return self.aliases.get(reference.name)
+        # MLflow matches stage names case-insensitively (MODEL_STAGE=production works).
+        return self.stages.get(reference.name.lower())
+
+
+def latest_by_stage(versions: Iterable[Any]) -> dict[str, str]:
+    """{stage (lower case): the highest version in it} from MLflow ModelVersion entities."""
+    latest: dict[str, int] = {}
+    for version in versions:
+        stage = str(version.current_stage).lower()
+        latest[stage] = max(latest.get(stage, 0), int(version.version))
+    return {stage: str(number) for stage, number in latest.items()}
+
+
 def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code in _NOT_FOUND_CODES
 
@@ -78,6 +106,8 @@ class Registry:
             os.environ.setdefault(key, value)
         self._settings = settings
         self._client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+        references = (settings.followed, *settings.rollout_references)
+        self._stages = [r.name for r in references if r.kind == "stage"]
         # A folder we made is ours to remove at shutdown; HOTSWAP_MODEL_DIR is the user's.
         self._owns_root = not settings.model_dir
         root = settings.model_dir or tempfile.mkdtemp(prefix="hotswap-models-")
@@ -93,22 +123,29 @@ class Registry:
             shutil.rmtree(self._model_root, ignore_errors=True)
             logger.info("Removed the model folder %s", self._model_root)
 
-    def resolve(self, name: str, reference: Reference | None = None) -> str | None:
-        """The version a stage or alias (by default the followed one) points to now; None when
-        nothing does."""
-        reference = reference or self._settings.followed
+    def snapshot(self, name: str) -> ModelSnapshot:
+        """Blocking: the aliases, stages and tags of `name`, from one `get_registered_model`.
+
+        Its `latest_versions` holds the newest version of every stage in use (SQL and file
+        stores, MLflow 2.16 to 3.x). Only when it is empty while a stage is followed, as from a
+        store that leaves it out, is `get_latest_versions` asked as well.
+        """
         try:
-            if reference.kind == "alias":
-                return str(self._client.get_model_version_by_alias(name, reference.name).version)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # stages are in our contract
-                latest = self._client.get_latest_versions(name, stages=[reference.name])
+            model = self._client.get_registered_model(name)
+            stages = latest_by_stage(model.latest_versions or ())
+            if not stages and self._stages:
+                stages = self._latest_versions(name)
         except MlflowException as exc:
             if is_not_found(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
-                return None
+                return ModelSnapshot()
             raise
-        versions = [int(v.version) for v in latest]
-        return str(max(versions)) if versions else None
+        return ModelSnapshot(aliases={a: str(v) for a, v in (model.aliases or {}).items()},
+                             stages=stages, tags=dict(model.tags or {}))
+
+    def _latest_versions(self, name: str) -> dict[str, str]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # stages are in our contract
+            return latest_by_stage(self._client.get_latest_versions(name, stages=self._stages))
 
     def load(self, name: str, version: str) -> LoadedModel:
         """Download, load and warm up one version. Raises ModelNotFound if it does not exist."""

@@ -1,6 +1,9 @@
 """Staged rollout decisions for one request: who answers (primary or canary), whether a shadow
 also scores it, and whether the shadow agreed. Pure: no HTTP, no threads, no metrics.
 
+The shares are the caller's to pass, read per request: they change at runtime (a registry tag
+sets them), and each request sees one consistent reading.
+
 A request carrying `X-Hotswap-Key` lands in a bucket from the key's hash, so the same key
 always gets the same side; without a key the bucket is random. The canary and the shadow
 draw from independent buckets, so a shadow's share is not skewed by the canary's.
@@ -15,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from receiver.references import Share
 from receiver.registry import LoadedModel
 
 Role = Literal["primary", "canary", "shadow"]
@@ -39,28 +41,37 @@ def bucket(key: str | None, salt: str, draw: Callable[[], float] = random.random
     return int.from_bytes(digest[:8], "big") / 2**64 * 100
 
 
+@dataclass(frozen=True)
+class Contender:
+    """The version a canary or shadow reference points to now (None when nothing is there or
+    it failed to load) and its current share (0-100)."""
+
+    model: LoadedModel | None
+    percent: float
+
+
 class Router:
-    def __init__(self, canary: Share | None, shadow: Share | None,
-                 draw: Callable[[], float] = random.random) -> None:
-        self._canary = canary
-        self._shadow = shadow
+    def __init__(self, draw: Callable[[], float] = random.random) -> None:
         self._draw = draw
 
-    def route(self, primary: LoadedModel, canary: LoadedModel | None,
-              shadow: LoadedModel | None, key: str | None) -> Route:
-        """`canary` and `shadow` are the versions their references point to now (None when
-        nothing is there or it failed to load); they take part only when they differ from
-        the primary. A shadow only follows requests the primary answers: its output is
-        compared with the primary's."""
-        if (self._canary is not None and canary is not None
-                and canary.version != primary.version
-                and bucket(key, "canary", self._draw) < self._canary.percent):
-            return Route(canary, "canary", fallback=primary)
-        if (self._shadow is not None and shadow is not None
-                and shadow.version != primary.version
-                and bucket(key, "shadow", self._draw) < self._shadow.percent):
-            return Route(primary, "primary", shadow)
-        return Route(primary, "primary")
+    def route(self, primary: LoadedModel, canary: Contender | None,
+              shadow: Contender | None, key: str | None) -> Route:
+        """A canary or shadow takes part only when its version differs from the primary's. A
+        shadow only follows requests the primary answers: its output is compared with the
+        primary's."""
+        answering = self._drawn(canary, primary, key, "canary")
+        if answering is not None:
+            return Route(answering, "canary", fallback=primary)
+        return Route(primary, "primary", self._drawn(shadow, primary, key, "shadow"))
+
+    def _drawn(self, contender: Contender | None, primary: LoadedModel, key: str | None,
+               salt: str) -> LoadedModel | None:
+        """The contender's version when this request falls in its share, else None."""
+        if contender is None or contender.model is None:
+            return None
+        if contender.model.version == primary.version:
+            return None
+        return contender.model if bucket(key, salt, self._draw) < contender.percent else None
 
 
 def agree(primary: bytes, shadow: bytes) -> bool:

@@ -6,6 +6,7 @@ import time
 
 from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
+from receiver.models import Models
 from receiver.pinning import PinnedModels
 from receiver.registry import Registry
 from receiver.rollout import Router
@@ -23,11 +24,11 @@ class Service:
         self.metrics = metrics or Metrics()
         self.limiters = Limiters.create(settings.predict_threads)
         self.registry = registry or Registry(settings)
-        self.updater = ModelUpdater(settings, self.registry, self.metrics,
-                                    self.limiters.model_work)
-        self.pinned = PinnedModels(self.updater, self.metrics)
+        self.models = Models(settings, self.registry, self.metrics)
+        self.updater = ModelUpdater(settings, self.models, self.limiters.model_work)
+        self.pinned = PinnedModels(self.models, self.limiters.model_work, self.metrics)
         self.lane = ScoringLane(settings, self.limiters, self.metrics)
-        self.router = Router(settings.canary, settings.shadow)
+        self.router = Router()
         self.shadow = ShadowScorer(self.lane, self.limiters.shadow, self.metrics,
                                    settings.max_queue)
         self.verifier = WebhookVerifier(settings.webhook_secret, settings.webhook_max_age)

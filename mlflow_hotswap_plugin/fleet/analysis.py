@@ -14,7 +14,7 @@ FALLBACKS = "hotswap_canary_fallbacks_total"
 LATENCY_BUCKETS = "hotswap_prediction_duration_seconds_bucket"
 COMPARISONS = "hotswap_shadow_comparisons_total"
 DISAGREEMENTS = "hotswap_shadow_disagreements_total"
-START_TIME = "process_start_time_seconds"  # tells a restarted replica (deltas.py)
+START_TIME = "hotswap_start_time_seconds"  # tells a restarted replica (deltas.py)
 METRICS = (PREDICTIONS, ERRORS, FALLBACKS, LATENCY_BUCKETS, COMPARISONS, DISAGREEMENTS,
            START_TIME)
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from mlflow_hotswap_plugin.fleet.exposition import Samples, Series, series
 
-_START = series("process_start_time_seconds")
+_START = series("hotswap_start_time_seconds")
 
 
 def restarted(before: Samples, now: Samples) -> bool:

@@ -6,6 +6,9 @@ deadline came by notification.
 - `rollout`: follows Production with a 20 % canary and a 100 % shadow, both at @challenger.
   Its challenger starts as an inverted model (trained on flipped labels), so a shadow or canary
   answer leaking into a primary one would show.
+- `tagged`: follows Production with a canary at @challenger whose share is the registered
+  model's tag `hotswap.canary_percent`. It also polls every 2 s, so a tag change reaches it
+  whether or not a notification carries it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
 
 SECRET = "rollout-secret"
-STAGED, ROLLOUT = "staged-model", "rollout-model"
+STAGED, ROLLOUT, TAGGED = "staged-model", "rollout-model", "tagged-model"
 PUSH_DEADLINE = 15.0  # far below the 600 s poll
 BODY = sample_rows(2)
 
@@ -40,6 +43,7 @@ class Stack:
     server: Process
     staged: Process
     rollout: Process
+    tagged: Process
 
     @property
     def client(self) -> MlflowClient:
@@ -51,13 +55,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     staged = ReceiverSpec(STAGED, {"MODEL_PREWARM": "Staging"}, log_name="staged.log")
     rollout = ReceiverSpec(ROLLOUT, {"MODEL_CANARY": "@challenger:20",
                                      "MODEL_SHADOW": "@challenger"}, log_name="rollout.log")
+    tagged = ReceiverSpec(TAGGED, {"MODEL_CANARY": "@challenger", "MODEL_UPDATE_INTERVAL": "2"},
+                          log_name="tagged.log")
     with PluginStack(tmp_path_factory.mktemp("rollout"), secret=SECRET) as plugin:
-        server = plugin.start_server([staged.webhook, rollout.webhook])
-        for name in (STAGED, ROLLOUT):
+        server = plugin.start_server([staged.webhook, rollout.webhook, tagged.webhook])
+        for name in (STAGED, ROLLOUT, TAGGED):
             plugin.register(name, versions=1)
+        client = MlflowClient(server.url)
         challenger = register_sklearn_model(server.url, ROLLOUT, seed=1, inverted=True)
-        MlflowClient(server.url).set_registered_model_alias(ROLLOUT, "challenger", challenger)
-        receivers = plugin.start_receivers([staged, rollout])
+        client.set_registered_model_alias(ROLLOUT, "challenger", challenger)
+        challenger = register_sklearn_model(server.url, TAGGED, seed=1, inverted=True)
+        client.set_registered_model_alias(TAGGED, "challenger", challenger)
+        receivers = plugin.start_receivers([staged, rollout, tagged])
         for receiver in receivers:
             wait_until(partial(ready, receiver), timeout=60, message="receiver ready")
         yield Stack(server, *receivers)
@@ -217,3 +226,35 @@ def test_a_broken_challenger_never_affects_an_answer(stack: Stack) -> None:
     assert served_version(stack.rollout) == "1"
     described = current(stack.rollout)
     assert described["shadow"]["version"] is None and not described["canary"]["active"]
+
+
+def test_one_registry_call_per_refresh_whatever_the_rollout_references(stack: Stack) -> None:
+    # `rollout` follows Production and loads @challenger for its canary and its shadow.
+    before = metric(stack.rollout.url, "hotswap_registry_resolves_total")
+    for _ in range(3):
+        answer = requests.post(stack.rollout.url + "/models/reload", timeout=60)
+        assert answer.status_code == 200, answer.text
+    assert metric(stack.rollout.url, "hotswap_registry_resolves_total") == before + 3
+
+
+def test_a_canary_share_set_as_a_registry_tag_takes_that_share(stack: Stack) -> None:
+    described = current(stack.tagged)["canary"]
+    assert (described["version"], described["percent"], described["source"]) == (
+        "2", 0, "registry")  # no tag yet: no canary traffic
+    stack.client.set_registered_model_tag(TAGGED, "hotswap.canary_percent", "30")
+    wait_until(lambda: current(stack.tagged)["canary"]["percent"] == 30, timeout=PUSH_DEADLINE,
+               message="the tag's share applied")
+    described = current(stack.tagged)["canary"]
+    assert (described["source"], described["active"]) == ("registry", True)
+    with requests.Session() as session:
+        answers = [predict(session, stack.tagged) for _ in range(400)]
+    assert all(a.status_code == 200 for a in answers)
+    canary = sum(a.headers["X-Model-Role"] == "canary" for a in answers)
+    assert 80 <= canary <= 160, canary  # 30 % of 400, within 10 points
+
+    stack.client.delete_registered_model_tag(TAGGED, "hotswap.canary_percent")
+    wait_until(lambda: current(stack.tagged)["canary"]["percent"] == 0, timeout=PUSH_DEADLINE,
+               message="the share back to 0 without the tag")
+    with requests.Session() as session:
+        assert {predict(session, stack.tagged).headers["X-Model-Role"]
+                for _ in range(50)} == {"primary"}

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from examples.processes import wait_until
 from mlflow_hotswap_plugin.signing import DELIVERY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from receiver.app import create_app
-from receiver.registry import LoadedModel, ModelNotFound
+from receiver.registry import LoadedModel, ModelNotFound, ModelSnapshot
 from receiver.service import Service
 from receiver.settings import Settings
 from receiver.webhooks import MAX_NOTIFICATION_BYTES
@@ -46,8 +46,8 @@ class FakeRegistry:
     def __init__(self, pointer: str | None) -> None:
         self.pointer = pointer
 
-    def resolve(self, name: str) -> str | None:
-        return self.pointer
+    def snapshot(self, name: str) -> ModelSnapshot:
+        return ModelSnapshot(stages={"production": self.pointer} if self.pointer else {})
 
     def load(self, name: str, version: str) -> LoadedModel:
         if version == "404":
@@ -73,7 +73,7 @@ def make_client(pointer: str | None, **settings: Any) -> Iterator[tuple[TestClie
                       registry=FakeRegistry(pointer))  # type: ignore[arg-type]
     with TestClient(create_app(service=service), raise_server_exceptions=False) as client:
         if pointer is not None:
-            wait_until(lambda: service.updater.served("m") is not None, timeout=10,
+            wait_until(lambda: service.models.served("m") is not None, timeout=10,
                        message="the startup refresh served a model")
         yield client, service
 

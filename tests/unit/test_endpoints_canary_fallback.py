@@ -50,7 +50,7 @@ def client() -> Iterator[tuple[TestClient, Service]]:
                         canary=Share(CHALLENGER, 100.0))
     service = Service(settings, registry=registry)  # type: ignore[arg-type]
     with TestClient(create_app(service=service)) as test_client:
-        wait_until(lambda: service.updater.held("m", CHALLENGER) is not None, timeout=30,
+        wait_until(lambda: service.models.held("m", CHALLENGER) is not None, timeout=30,
                    message="the canary loaded")
         yield test_client, service
 

@@ -17,6 +17,7 @@ from receiver.references import Reference, Share
 from receiver.registry import LoadedModel
 from receiver.service import Service
 from receiver.settings import Settings
+from receiver.shares import CANARY_TAG
 from tests.unit.test_updater_rollout import RolloutRegistry
 
 CHALLENGER = Reference("alias", "challenger")
@@ -52,11 +53,11 @@ def client() -> Iterator[tuple[TestClient, Service]]:
                         shadow=Share(STAGING, 100.0))
     service = Service(settings, registry=registry)  # type: ignore[arg-type]
     with TestClient(create_app(service=service)) as test_client:
-        updater = service.updater
+        models = service.models
         # The startup refresh runs in the background: wait for it, not for a first request.
-        wait_until(lambda: updater.served("m") is not None
-                   and updater.held("m", STAGING) is not None
-                   and updater.held("m", CHALLENGER) is not None,
+        wait_until(lambda: models.served("m") is not None
+                   and models.held("m", STAGING) is not None
+                   and models.held("m", CHALLENGER) is not None,
                    timeout=30, message="the served version and both rollout versions loaded")
         yield test_client, service
 
@@ -116,7 +117,41 @@ def test_current_shows_prewarmed_canary_and_shadow(client: tuple[TestClient, Ser
     body = http.get("/models/current").json()
     assert body["version"] == "1"
     assert [(p["reference"], p["version"]) for p in body["prewarmed"]] == [("Staging", "3")]
-    assert {k: body["canary"][k] for k in ("reference", "version", "percent", "active")} == {
-        "reference": "@challenger", "version": "2", "percent": 30.0, "active": True}
+    assert {k: body["canary"][k] for k in ("reference", "version", "percent", "active",
+                                           "source")} == {
+        "reference": "@challenger", "version": "2", "percent": 30.0, "active": True,
+        "source": "env"}
+    assert (body["shadow"]["percent"], body["shadow"]["source"]) == (100.0, "env")
     assert (body["shadow"]["reference"], body["shadow"]["version"]) == ("Staging", "3")
     assert body["models"]["m"]["canary"]["version"] == "2"
+
+
+def test_a_share_from_the_registry_tag_moves_on_a_tag_notification() -> None:
+    registry = Registry()
+    registry.pointers = {CHALLENGER: "2"}
+    registry.tags = {CANARY_TAG: "100"}
+    settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=600,
+                        canary=Share(CHALLENGER, None))
+    service = Service(settings, registry=registry)  # type: ignore[arg-type]
+    with TestClient(create_app(service=service)) as http:
+        wait_until(lambda: service.models.held("m", CHALLENGER) is not None, timeout=30,
+                   message="the challenger loaded")
+        assert {k: http.get("/models/current").json()["canary"][k]
+                for k in ("version", "percent", "source", "active")} == {
+            "version": "2", "percent": 100.0, "source": "registry", "active": True}
+        roles = {http.post("/invocations", json=BODY).headers["X-Model-Role"] for _ in range(10)}
+        assert roles == {"canary"}
+
+        registry.tags = {CANARY_TAG: "0"}
+        # Any notification naming a followed model triggers a refresh, a tag's included.
+        tag_set = {"entity": "registered_model_tag", "action": "set",
+                   "data": {"name": "m", "key": CANARY_TAG, "value": "0"}}
+        answer = http.post("/webhooks/mlflow", json=tag_set)
+        assert (answer.status_code, answer.json()) == (202, {"status": "accepted"})
+        wait_until(lambda: http.get("/models/current").json()["canary"]["percent"] == 0,
+                   timeout=30, message="the new share applied")
+        roles = {http.post("/invocations", json=BODY).headers["X-Model-Role"] for _ in range(10)}
+        assert roles == {"primary"}
+        version_tag = {"entity": "model_version_tag", "action": "deleted",
+                       "data": {"name": "m", "version": "2", "key": "k"}}
+        assert http.post("/webhooks/mlflow", json=version_tag).json() == {"status": "accepted"}

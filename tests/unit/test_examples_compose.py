@@ -174,6 +174,9 @@ def test_compose_rollout_steps_the_receivers_canary_through_every_replica(
     assert rollout["profiles"] == ["tools"]
     assert args.name == receiver["environment"]["MODEL_NAME"]
     assert args.promote_stage == receiver["environment"]["MODEL_STAGE"]
+    settings, _ = receiver_settings(receiver["environment"])
+    assert settings.canary is not None and str(settings.canary.reference) == args.canary
+    assert settings.canary.percent is None
     (receivers,) = args.receivers
     assert urlsplit(receivers).hostname == "receiver"
     assert urlsplit(receivers).port in container_ports(receiver)

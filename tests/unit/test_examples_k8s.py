@@ -188,8 +188,12 @@ def test_k8s_rollout_job_steps_the_receivers_canary_through_every_pod(
     job = k8s[("Job", "rollout-fraud-model")]
     args = parse_rollout(only_container(job)["command"])
     receiver_env = k8s_env(only_container(k8s[("Deployment", "hotswap-receiver")]), k8s)
+    settings, _ = receiver_settings(receiver_env)
 
     assert args.name == receiver_env["MODEL_NAME"]
+    # The receivers' canary is the rollout's, with its share from the registry.
+    assert settings.canary is not None and str(settings.canary.reference) == args.canary
+    assert settings.canary.percent is None
     assert args.promote_stage == receiver_env["MODEL_STAGE"]
     (receivers,) = args.receivers
     headless = k8s[("Service", "hotswap-receiver-headless")]

@@ -10,7 +10,7 @@ from mlflow_hotswap_plugin.fleet.deltas import Tally, increases, restarted
 from mlflow_hotswap_plugin.fleet.exposition import Samples, series
 
 KEYS = [series("hotswap_predictions_total", role=role) for role in ("primary", "canary")]
-START = series("process_start_time_seconds")
+START = series("hotswap_start_time_seconds")
 
 # One replica's life: ("inc", key, amount), ("restart", 0, 0) or ("read", 0, 0).
 ops = st.lists(st.one_of(

@@ -20,7 +20,7 @@ def test_reads_what_the_receiver_prints() -> None:
     assert samples[series(bucket, role="canary", le="0.0025")] == 0
     assert samples[series(bucket, role="canary", le="0.005")] == 1
     assert samples[series(bucket, role="canary", le="+Inf")] == 1
-    assert samples[series("process_start_time_seconds")] > 0
+    assert samples[series("hotswap_start_time_seconds")] > 0
 
 
 def test_escaped_label_values_timestamps_and_a_name_filter() -> None:

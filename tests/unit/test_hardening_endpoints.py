@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from examples.processes import wait_until
 from receiver.app import create_app
-from receiver.registry import LoadedModel, ModelNotFound, Registry
+from receiver.registry import LoadedModel, ModelNotFound, ModelSnapshot, Registry
 from receiver.service import Service
 from receiver.settings import Settings
 from receiver.webhooks import MAX_NOTIFICATION_BYTES
@@ -27,8 +27,8 @@ class FakeRegistry:
         self.closed = False
         self.hang = threading.Event()
 
-    def resolve(self, name: str) -> str | None:
-        return "1"
+    def snapshot(self, name: str) -> ModelSnapshot:
+        return ModelSnapshot(stages={"production": "1"})
 
     def load(self, name: str, version: str) -> LoadedModel:
         self.loads.append(version)

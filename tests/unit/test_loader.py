@@ -105,3 +105,18 @@ def test_cached_answers_only_from_the_cache_and_counts_a_hit() -> None:
     assert sample(metrics, "hotswap_model_cache_hits_total") == 1
     loader.get("m/3")  # m/1 was made the most recent by cached(): m/2 is evicted
     assert "m/1" in loader and "m/2" not in loader
+
+
+def test_evictions_are_handed_out_after_the_lock_and_a_failing_one_fails_no_load() -> None:
+    seen_unlocked: list[bool] = []
+
+    def on_evict(key: str, value: str) -> None:
+        seen_unlocked.append(not loader._lock.locked())
+        raise OSError("the folder is busy")
+
+    loader: FastModelLoader[str, str] = FastModelLoader(lambda key: key, maxsize=1,
+                                                        metrics=Metrics(), on_evict=on_evict)
+    loader.get("v1")
+    assert loader.get("v2") == "v2"  # v1 evicted; its release failed, the load did not
+    assert seen_unlocked == [True]
+    assert loader.keys() == ["v2"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
+import anyio
 import pytest
 
 from receiver.errors import DOMAIN_ERRORS
@@ -14,22 +16,22 @@ from receiver.pinning import canonical_version as canonical
 from receiver.registry import ModelLoadFailed, ModelNotFound
 
 
-class FakeUpdater:
+class FakeModels:
     def __init__(self) -> None:
         self.loaded: set[tuple[str, str]] = set()
         self.loads: list[str] = []
         self.broken: set[str] = set()
-        self.gate = asyncio.Event()
+        self.gate = threading.Event()
         self.gate.set()
 
     def cached(self, name: str, version: str) -> Any:
         return version if (name, version) in self.loaded else None
 
-    async def pinned(self, name: str, version: str) -> Any:
+    def get(self, name: str, version: str) -> Any:
         if (name, version) in self.loaded:
             return version
         self.loads.append(version)
-        await self.gate.wait()
+        self.gate.wait(timeout=10)
         if version in self.broken:
             raise ModelLoadFailed(f"{name} version {version} failed to load")
         if version == "404":
@@ -45,9 +47,11 @@ class Clock:
         return self.now
 
 
-def make() -> tuple[PinnedModels, FakeUpdater, Metrics, Clock]:
-    updater, metrics, clock = FakeUpdater(), Metrics(), Clock()
-    return PinnedModels(updater, metrics, clock=clock), updater, metrics, clock  # type: ignore[arg-type]
+def make() -> tuple[PinnedModels, FakeModels, Metrics, Clock]:
+    models, metrics, clock = FakeModels(), Metrics(), Clock()
+    pinned = PinnedModels(models, anyio.CapacityLimiter(4), metrics,  # type: ignore[arg-type]
+                          clock=clock)
+    return pinned, models, metrics, clock
 
 
 @pytest.mark.parametrize("version", ["1", "9", "10", "123456789"])

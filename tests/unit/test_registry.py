@@ -1,19 +1,28 @@
-"""Registry.load's model preparation, on a real scikit-learn model saved by MLflow."""
+"""Registry: one call's snapshot of a registered model, on MLflow's own SQLite store in process,
+and Registry.load's model preparation, on a real scikit-learn model saved by MLflow."""
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import mlflow.pyfunc
 import mlflow.sklearn
 import numpy as np
+import pytest
+from mlflow import MlflowClient
 from mlflow.pyfunc import PyFuncModel
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from receiver.registry import _single_threaded
+from receiver.references import Reference
+from receiver.registry import ModelSnapshot, Registry, _single_threaded
+from receiver.settings import Settings
 from tests.support.models import training_frame
 
 
@@ -38,3 +47,82 @@ def test_a_model_not_asking_for_parallelism_is_left_alone(tmp_path: Path) -> Non
     pyfunc = saved(LogisticRegression().fit(frame, labels), tmp_path / "m")
     _single_threaded(pyfunc)
     assert pyfunc.get_raw_model().get_params()["n_jobs"] is None
+
+
+# -- what one registry call says ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite registry (MLflow's own store, in process) with versions 1 in Production, 2 in
+    Staging, 3 in no stage and @challenger on it, and a canary share tag. Returns its URI."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    client.create_registered_model("m", tags={"hotswap.canary_percent": "20"})
+    for version in range(1, 4):
+        client.create_model_version("m", f"s3://hotswap-tests/m/{version}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        client.transition_model_version_stage("m", "1", "Production")
+        client.transition_model_version_stage("m", "2", "Staging")
+    client.set_registered_model_alias("m", "challenger", "3")
+    return uri
+
+
+def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts the reads that reach the registry's store (over HTTP, each is one request)."""
+    counted: Counter[str] = Counter()
+    for method in ("get_registered_model", "get_latest_versions",
+                   "get_model_version_by_alias"):
+        real = getattr(SqlAlchemyStore, method)
+
+        def counting(self: SqlAlchemyStore, *args: Any, _real: Any = real,
+                     _name: str = method, **kwargs: Any) -> Any:
+            counted[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(SqlAlchemyStore, method, counting)
+    return counted
+
+
+def test_one_call_says_every_alias_stage_and_tag(registered: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = Registry(Settings(tracking_uri=registered, model_names=("m",),
+                                 prewarm=(Reference("stage", "Staging"),)))
+    counted = calls(monkeypatch)
+    snapshot = registry.snapshot("m")
+    assert counted == {"get_registered_model": 1}
+    assert snapshot.version(Reference("stage", "Production")) == "1"
+    assert snapshot.version(Reference("stage", "production")) == "1"  # as MODEL_STAGE may say
+    assert snapshot.version(Reference("stage", "Staging")) == "2"
+    assert snapshot.version(Reference("alias", "challenger")) == "3"
+    assert snapshot.version(Reference("stage", "Archived")) is None
+    assert snapshot.version(Reference("alias", "champion")) is None
+    assert snapshot.tags["hotswap.canary_percent"] == "20"
+    registry.close()
+
+
+def test_a_missing_model_is_an_empty_snapshot(registered: str) -> None:
+    registry = Registry(Settings(tracking_uri=registered, model_names=("gone",)))
+    assert registry.snapshot("gone") == ModelSnapshot()
+    registry.close()
+
+
+def test_stages_are_asked_separately_only_when_the_answer_leaves_them_out(
+        registered: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = Registry(Settings(tracking_uri=registered, model_names=("m",)))
+    real = MlflowClient.get_registered_model
+
+    def without_latest_versions(self: MlflowClient, name: str) -> Any:
+        model = real(self, name)
+        model.latest_versions = []  # as a store that does not fill it answers
+        return model
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", without_latest_versions)
+    counted = calls(monkeypatch)
+    snapshot = registry.snapshot("m")
+    # (MLflow 3's client asks get_registered_model again before get_latest_versions, to refuse
+    # a prompt's name: not counted here, it is the client's own.)
+    assert counted["get_latest_versions"] == 1 and counted["get_model_version_by_alias"] == 0
+    assert snapshot.version(Reference("stage", "Production")) == "1"
+    assert snapshot.version(Reference("alias", "challenger")) == "3"
+    registry.close()

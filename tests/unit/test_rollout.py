@@ -14,7 +14,7 @@ import pytest
 from receiver.metrics import Metrics
 from receiver.references import Reference, Share, parse_reference, parse_references, parse_share
 from receiver.registry import LoadedModel
-from receiver.rollout import Router, agree, bucket
+from receiver.rollout import Contender, Router, agree, bucket
 from receiver.settings import Settings, SettingsError
 from receiver.shadow import ShadowScorer
 
@@ -50,21 +50,21 @@ def test_reference_lists_drop_duplicates_and_keep_order() -> None:
 
 
 @pytest.mark.parametrize("text, default, expected", [
-    ("@challenger:10", None, Share(CHALLENGER, 10.0)),
-    ("Staging:0.5", None, Share(STAGING, 0.5)),
-    ("@challenger", 100.0, Share(CHALLENGER, 100.0)),
-    ("@challenger:0", 100.0, Share(CHALLENGER, 0.0)),
+    ("@challenger:10", 0.0, Share(CHALLENGER, 10.0)),
+    ("Staging:0.5", 0.0, Share(STAGING, 0.5)),
+    ("@challenger", 0.0, Share(CHALLENGER, None, 0.0)),  # the registry's tag says
+    ("@challenger", 100.0, Share(CHALLENGER, None, 100.0)),
+    ("@challenger:0", 100.0, Share(CHALLENGER, 0.0, 100.0)),
 ])
-def test_shares(text: str, default: float | None, expected: Share) -> None:
+def test_shares(text: str, default: float, expected: Share) -> None:
     assert parse_share(text, default) == expected
 
 
-@pytest.mark.parametrize("text, default", [("@challenger", None), ("@challenger:101", None),
-                                           ("@challenger:-1", 100.0), ("@c:ten", None),
-                                           ("@c:nan", None), ("Stagin:10", None)])
-def test_bad_shares_are_refused(text: str, default: float | None) -> None:
+@pytest.mark.parametrize("text", ["@challenger:101", "@challenger:-1", "@c:ten", "@c:nan",
+                                  "@c:1_0", "@c:\u0663", "Stagin:10", "@challenger:"])
+def test_bad_shares_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
-        parse_share(text, default)
+        parse_share(text)
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -74,8 +74,14 @@ def test_settings_read_the_rollout_variables() -> None:
                                   "MODEL_CANARY": "@challenger:20", "MODEL_SHADOW": "Staging"})
     assert settings.prewarm == (STAGING, CHALLENGER)
     assert settings.canary == Share(CHALLENGER, 20.0)
-    assert settings.shadow == Share(STAGING, 100.0)
+    assert settings.shadow == Share(STAGING, None, 100.0)  # the tag's, else 100
     assert settings.rollout_references == (STAGING, CHALLENGER)
+
+
+def test_a_canary_without_a_percent_takes_the_registry_tag_else_nothing() -> None:
+    settings = Settings.from_env({**BASE, "MODEL_CANARY": "@challenger"})
+    assert settings.canary == Share(CHALLENGER, None, 0.0)
+    assert str(settings.canary) == "@challenger"
 
 
 def test_no_rollout_by_default() -> None:
@@ -86,7 +92,6 @@ def test_no_rollout_by_default() -> None:
 
 @pytest.mark.parametrize("env, variable", [
     ({"MODEL_PREWARM": "Staging,Stagin"}, "MODEL_PREWARM"),
-    ({"MODEL_CANARY": "@challenger"}, "MODEL_CANARY"),
     ({"MODEL_CANARY": "@challenger:150"}, "MODEL_CANARY"),
     ({"MODEL_SHADOW": "@challenger:x"}, "MODEL_SHADOW"),
     ({"MODEL_SHADOW": "Production"}, "MODEL_SHADOW"),  # the followed stage itself
@@ -111,38 +116,47 @@ def test_a_key_always_lands_in_the_same_bucket_and_keys_spread() -> None:
 
 def test_the_canary_takes_its_share_and_the_primary_the_rest() -> None:
     draws = iter([0.05, 0.19, 0.2, 0.5, 0.99])
-    router = Router(Share(CHALLENGER, 20.0), None, draw=lambda: next(draws))
-    roles = [router.route(model("1"), model("2"), None, None).role for _ in range(5)]
+    router = Router(draw=lambda: next(draws))
+    roles = [router.route(model("1"), Contender(model("2"), 20.0), None, None).role
+             for _ in range(5)]
     assert roles == ["canary", "canary", "primary", "primary", "primary"]
 
 
 def test_the_same_key_gets_the_same_version() -> None:
-    router = Router(Share(CHALLENGER, 50.0), None)
+    router, canary = Router(), Contender(model("2"), 50.0)
     for i in range(50):
-        versions = {router.route(model("1"), model("2"), None, f"k{i}").model.version
+        versions = {router.route(model("1"), canary, None, f"k{i}").model.version
                     for _ in range(5)}
         assert len(versions) == 1
-    sides = Counter(router.route(model("1"), model("2"), None, f"k{i}").role
-                    for i in range(200))
+    sides = Counter(router.route(model("1"), canary, None, f"k{i}").role for i in range(200))
     assert sides["canary"] > 50 and sides["primary"] > 50
 
 
 @pytest.mark.parametrize("canary", [None, "1"])
 def test_no_canary_when_absent_or_the_same_version(canary: str | None) -> None:
-    router = Router(Share(CHALLENGER, 100.0), None)
-    route = router.route(model("1"), model(canary) if canary else None, None, None)
+    route = Router().route(model("1"), Contender(model(canary) if canary else None, 100.0),
+                           None, None)
     assert (route.model.version, route.role) == ("1", "primary")
 
 
 def test_the_shadow_follows_primary_answers_only() -> None:
-    router = Router(Share(CHALLENGER, 50.0), Share(STAGING, 100.0), draw=lambda: 0.1)
-    assert router.route(model("1"), model("2"), model("3"), None).shadow is None  # canary
-    route = router.route(model("1"), None, model("3"), None)
+    router = Router(draw=lambda: 0.1)
+    canary, shadow = Contender(model("2"), 50.0), Contender(model("3"), 100.0)
+    assert router.route(model("1"), canary, shadow, None).shadow is None  # canary
+    route = router.route(model("1"), Contender(None, 50.0), shadow, None)
     assert (route.role, route.model.version) == ("primary", "1")
     assert route.shadow is not None and route.shadow.version == "3"
-    assert router.route(model("1"), None, model("1"), None).shadow is None  # same version
-    assert Router(None, Share(STAGING, 5.0), draw=lambda: 0.1).route(
-        model("1"), None, model("3"), None).shadow is None  # outside its share
+    assert router.route(model("1"), None, Contender(model("1"), 100.0),
+                        None).shadow is None  # same version
+    assert router.route(model("1"), None, Contender(model("3"), 5.0),
+                        None).shadow is None  # outside its share
+
+
+def test_a_share_read_per_request_moves_the_split_at_once() -> None:
+    router, canary = Router(draw=lambda: 0.5), model("2")
+    assert router.route(model("1"), Contender(canary, 40.0), None, None).role == "primary"
+    assert router.route(model("1"), Contender(canary, 60.0), None, None).role == "canary"
+    assert router.route(model("1"), Contender(canary, 0.0), None, None).role == "primary"
 
 
 def test_agreement_compares_predictions() -> None:

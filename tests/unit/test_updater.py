@@ -1,9 +1,10 @@
-"""ModelUpdater with a fake registry: swaps, coalescing, failures and retries."""
+"""ModelUpdater and Models with a fake registry: swaps, coalescing, failures and retries."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import threading
 import time
@@ -14,10 +15,11 @@ from typing import Any
 import pytest
 
 from receiver.metrics import Metrics
-from receiver.registry import LoadedModel
+from receiver.models import Models, RefreshStatus
+from receiver.registry import LoadedModel, ModelSnapshot
 from receiver.settings import Settings
 from receiver.threads import Limiters
-from receiver.updater import QUIET, ModelUpdater, RefreshStatus
+from receiver.updater import JITTER, QUIET, ModelUpdater
 
 RELOADED, UNCHANGED = RefreshStatus.RELOADED, RefreshStatus.UNCHANGED
 FAILED, ABSENT = RefreshStatus.FAILED, RefreshStatus.ABSENT
@@ -42,6 +44,10 @@ class FakeRegistry:
         if self.unreachable:
             raise ConnectionError("MLflow is down")
         return self.pointer
+
+    def snapshot(self, name: str) -> ModelSnapshot:
+        pointer = self.resolve(name)
+        return ModelSnapshot(stages={"production": pointer} if pointer else {})
 
     def load(self, name: str, version: str) -> LoadedModel:
         self.loads.append(version)
@@ -69,17 +75,18 @@ class FakeClock:
 
 
 def make(registry: FakeRegistry, clock: FakeClock | None = None,
-         **overrides: Any) -> tuple[ModelUpdater, Metrics]:
+         **overrides: Any) -> tuple[ModelUpdater, Models, Metrics]:
     settings = Settings(tracking_uri="http://unused", model_names=("m",),
                         **{"update_interval": 600.0, "cache_size": 2, **overrides})
     metrics = Metrics()
-    updater = ModelUpdater(settings, registry, metrics,  # type: ignore[arg-type]
-                           Limiters.create(1).model_work, clock=clock or time.monotonic)
-    return updater, metrics
+    models = Models(settings, registry, metrics)  # type: ignore[arg-type]
+    updater = ModelUpdater(settings, models, Limiters.create(1).model_work,
+                           clock=clock or time.monotonic)
+    return updater, models, metrics
 
 
-def served_version(updater: ModelUpdater) -> str | None:
-    model = updater.served("m")
+def served_version(models: Models) -> str | None:
+    model = models.served("m")
     return model.version if model else None
 
 
@@ -100,15 +107,15 @@ def run(coro: Any) -> Any:
 
 def test_startup_loads_then_a_trigger_swaps_and_counts() -> None:
     registry = FakeRegistry()
-    updater, metrics = make(registry)
+    updater, models, metrics = make(registry)
 
     async def scenario() -> None:
         async with running(updater):
-            assert served_version(updater) == "1"
+            assert served_version(models) == "1"
             registry.pointer = "2"
             result = await updater.trigger("webhook")
             assert result.status == {"m": RELOADED}
-            assert served_version(updater) == "2"
+            assert served_version(models) == "2"
             result = await updater.trigger("manual")
             assert result.status == {"m": UNCHANGED}
 
@@ -120,7 +127,7 @@ def test_startup_loads_then_a_trigger_swaps_and_counts() -> None:
 
 def test_triggers_during_a_refresh_coalesce_into_one_more() -> None:
     registry = FakeRegistry()
-    updater, _ = make(registry)
+    updater, _, _ = make(registry)
 
     async def scenario() -> None:
         async with running(updater):
@@ -142,7 +149,7 @@ def test_triggers_during_a_refresh_coalesce_into_one_more() -> None:
 def test_a_burst_of_notifications_is_settled_into_one_resolve() -> None:
     registry = FakeRegistry()
     clock = FakeClock()
-    updater, _ = make(registry, clock)
+    updater, _, _ = make(registry, clock)
 
     async def scenario() -> None:
         async with running(updater):
@@ -161,19 +168,19 @@ def test_a_burst_of_notifications_is_settled_into_one_resolve() -> None:
 
 def test_a_broken_version_keeps_the_current_model_and_is_retried() -> None:
     registry = FakeRegistry()
-    updater, metrics = make(registry, retry_delays=(0.05, 0.05))
+    updater, models, metrics = make(registry, retry_delays=(0.05, 0.05))
 
     async def scenario() -> None:
         async with running(updater):
             registry.pointer, registry.broken = "3", {"3"}
             result = await updater.trigger("webhook")
             assert result.status == {"m": FAILED} and "broken" in result.errors["m"]
-            assert served_version(updater) == "1"
+            assert served_version(models) == "1"
             # The retry happens on its own, well before the 600 s poll.
             while registry.loads.count("3") < 2:
                 await asyncio.sleep(0.01)
             registry.broken.clear()
-            while served_version(updater) != "3":
+            while served_version(models) != "3":
                 await asyncio.sleep(0.01)
 
     run(scenario())
@@ -182,43 +189,43 @@ def test_a_broken_version_keeps_the_current_model_and_is_retried() -> None:
 
 def test_mlflow_unreachable_keeps_serving_and_reports_the_error() -> None:
     registry = FakeRegistry()
-    updater, _ = make(registry)
+    updater, models, _ = make(registry)
 
     async def scenario() -> None:
         async with running(updater):
             registry.unreachable = True
             result = await updater.trigger("poll")
             assert result.status == {"m": FAILED}
-            assert served_version(updater) == "1"
-            assert "MLflow is down" in (updater.last_error or "")
+            assert served_version(models) == "1"
+            assert "MLflow is down" in (models.last_error or "")
 
     run(scenario())
 
 
 def test_nothing_at_the_stage_keeps_the_current_model() -> None:
     registry = FakeRegistry()
-    updater, _ = make(registry)
+    updater, models, _ = make(registry)
 
     async def scenario() -> None:
         async with running(updater):
             registry.pointer = None
             result = await updater.trigger("manual")
             assert result.status == {"m": ABSENT}
-            assert served_version(updater) == "1"
+            assert served_version(models) == "1"
 
     run(scenario())
 
 
 def test_rollback_is_a_cache_hit_and_evicted_versions_are_released() -> None:
     registry = FakeRegistry()
-    updater, metrics = make(registry)
+    updater, models, metrics = make(registry)
 
     async def scenario() -> None:
         async with running(updater):
             for version in ["1", "2", "1", "3"]:
                 registry.pointer = version
                 await updater.trigger("manual")
-                assert served_version(updater) == version
+                assert served_version(models) == version
 
     run(scenario())
     assert registry.loads == ["1", "2", "3"]  # going back to 1 loaded nothing
@@ -229,22 +236,35 @@ def test_rollback_is_a_cache_hit_and_evicted_versions_are_released() -> None:
 @pytest.mark.parametrize("failures, expected", [(1, 5.0), (2, 10.0), (3, 30.0), (4, 60.0),
                                                 (9, 60.0)])
 def test_retry_backoff_follows_design(failures: int, expected: float) -> None:
-    updater, _ = make(FakeRegistry())
+    updater, _, _ = make(FakeRegistry())
     updater._consecutive_failures = failures
     assert updater._delay() == expected
+
+
+def test_the_poll_interval_is_jittered_so_replicas_do_not_poll_in_step() -> None:
+    delays = []
+    settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=60.0)
+    models = Models(settings, FakeRegistry(), Metrics())  # type: ignore[arg-type]
+    for draw in (0.0, 0.5, 1.0):
+        updater = ModelUpdater(settings, models, Limiters.create(1).model_work,
+                               draw=functools.partial(float, draw))
+        delays.append(updater._delay())
+    assert delays == pytest.approx([60.0 * (1 - JITTER), 60.0, 60.0 * (1 + JITTER)])
+    spread = {make(FakeRegistry(), update_interval=60.0)[0]._delay() for _ in range(20)}
+    assert len(spread) > 1 and all(54.0 <= d <= 66.0 for d in spread)
 
 
 def test_what_a_load_brings_is_frozen_out_of_the_cyclic_collector() -> None:
     # A full collection walks every tracked object holding the GIL; what is loaded lives on,
     # so the updater freezes it (bench/ part 3 shows the tail this removes).
     registry = FakeRegistry()
-    updater, _ = make(registry)
+    updater, models, _ = make(registry)
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
 
     async def scenario() -> None:
         async with running(updater):
-            assert served_version(updater) == "1"
+            assert served_version(models) == "1"
 
     run(scenario())
     assert gc.get_freeze_count() > 0
