@@ -49,7 +49,14 @@ def _cells(page: Page) -> tuple[str, ...]:
     errors = " ".join(f"{role}={count}" for role, count in sorted(found["errors"].items()))
     return (found["address"], "yes" if found["ready"] else "no",
             str(found["version"] or "-"), _share(found["canary"]), _share(found["shadow"]),
-            str(found["loaded_at"] or "-"), roles or "-", errors or "-")
+            _when(found["loaded_at"]), roles or "-", errors or "-")
+
+
+def _when(loaded_at: str | None) -> str:
+    """An ISO time to the second, as the table shows it."""
+    if not loaded_at:
+        return "-"
+    return loaded_at[:19] + ("Z" if loaded_at.endswith(("+00:00", "Z")) else "")
 
 
 def table(pages: Sequence[Page]) -> str:
