@@ -55,8 +55,9 @@ class Controller:
         last: Figures | None = None
         for index in range(first, len(plan.steps)):
             self.percent = plan.steps[index]
-            self.tags.set_share(self.percent)
+            # The record first: killed between the two, a resume runs this step again.
             self.tags.record(f"running at {percent_text(self.percent)} %")
+            self.tags.set_share(self.percent)
             self.progress.line(f"{plan.label(index)}: share set, waiting for every replica")
             late = runner.converge(self.percent)
             if late:

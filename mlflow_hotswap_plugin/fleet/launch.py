@@ -46,7 +46,7 @@ def make_plan(args: argparse.Namespace, client: MlflowClient) -> Plan | str:
         3 * args.step_seconds, args.step_seconds + 60)
     return Plan(args.name, args.canary, version, champion, args.steps, args.step_seconds,
                 max_wait, limits, args.promote_alias, args.promote_stage,
-                poll_seconds=min(0.5, max(0.05, args.step_seconds / 4)))
+                poll_seconds=min(0.25, max(0.05, args.step_seconds / 4)))
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -64,14 +64,13 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     lease = LeaseKeeper(client, plan.name)
     if args.abort:
         return abort(plan, tags, lease, progress)
+    progress.line(plan.describe()[0])
     first = _first_step(args.resume, plan, tags)
     if isinstance(first, str) or (refusal := _take_lease(lease, args.resume)):
         print(f"refused: {first if isinstance(first, str) else refusal}", file=sys.stderr)
         return ROLLED_BACK
     controller = Controller(plan, tags, lease, progress)
     runner = StepRunner(plan, _metrics(args), progress, controller.tick)
-    for line in plan.describe()[:1]:
-        progress.line(line)
     with _signals_interrupt():
         return controller.run(runner, first)
 

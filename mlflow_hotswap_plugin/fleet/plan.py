@@ -20,7 +20,7 @@ class Plan:
     limits: Limits = field(default_factory=Limits)
     promote_alias: str | None = None
     promote_stage: str | None = None
-    poll_seconds: float = 0.5
+    poll_seconds: float = 0.25
 
     @property
     def target(self) -> str:

@@ -1,5 +1,6 @@
 """One step of a rollout: wait until every replica serves the canary at the step's share, then
-hold it, measuring, until the step has lasted long enough and seen enough canary requests.
+measure until the step has lasted `--step-seconds` (counted from the moment its share was set:
+the push to the replicas is part of the step, not added to it) and seen enough canary requests.
 The step ends early as soon as a check fails on enough requests."""
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ class StepRunner:
         self.plan, self.metrics, self.progress = plan, metrics, progress
         self.tick, self.clock, self.sleep = tick, clock, sleep
         self.baseline_p99: float | None = None  # the primary's, for a step it answers nothing
+        self._share_set_at: float | None = None
 
     def converge(self, percent: float) -> str | None:
-        """Wait until every replica that answers serves the share; why not, on a timeout."""
-        deadline = self.clock() + self.plan.max_wait
+        """Wait until every replica that answers serves the share (just set); why not, on a
+        timeout."""
+        self._share_set_at = self.clock()
+        deadline = self._share_set_at + self.plan.max_wait
         while True:
             self.tick()
             pages = [page for page in self.metrics.sample() if page.ready]
@@ -48,7 +52,8 @@ class StepRunner:
     def hold(self, index: int) -> tuple[Figures, list[str]]:
         """Measure the step; its figures and the checks it failed (none: it passed)."""
         plan = self.plan
-        started = self.clock()
+        started = self._share_set_at if self._share_set_at is not None else self.clock()
+        self._share_set_at = None
         self.metrics.begin()
         seen: set[str] = set()
         answered: set[str] = set()

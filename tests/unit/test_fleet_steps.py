@@ -139,3 +139,20 @@ def test_converge_waits_for_every_replica_to_take_the_share() -> None:
     stuck = Recorded(fleet(), lambda poll, fleet_: None)
     assert runner(stuck).converge(50) == (
         "10.0.0.0:8080, 10.0.0.1:8080, 10.0.0.2:8080 did not take 50 % within 20 s")
+
+
+def test_a_step_lasts_its_seconds_from_the_moment_its_share_was_set() -> None:
+    def late(poll: int, fleet_: list[FakeReplica]) -> None:
+        for replica in fleet_ if poll >= 4 else fleet_[:2]:
+            replica.serve("2", "3", 50)
+        healthy(poll, fleet_)
+
+    clock = FakeClock()
+    steps = StepRunner(PLAN, Recorded(fleet(), late), Progress(io.StringIO()),
+                       tick=lambda: None, clock=clock, sleep=clock.sleep)
+    set_at = clock()
+    assert steps.converge(50) is None
+    _, broken = steps.hold(0)
+    assert broken == []
+    # The 5 s include the 2 s the last replica took to catch up; a poll may end a bit late.
+    assert PLAN.step_seconds <= clock() - set_at < PLAN.step_seconds + PLAN.poll_seconds
