@@ -87,8 +87,9 @@ def _rollout(server: Process, urls: list[str], step_seconds: float
     return time.perf_counter() - started, code, lines
 
 
-def _phases(lines: list[tuple[float, str]]) -> list[str]:
-    """Seconds to the first line, then per step: waiting for the replicas, holding."""
+def _phases(lines: list[tuple[float, str]], total: float) -> list[str]:
+    """Seconds to the first line; per step: the push to every replica, then the rest of the
+    step; from the last step's verdict to the exit (the promotion's registry writes)."""
     def at(text: str) -> float:
         return next((when for when, line in lines if text in line), math.nan)
 
@@ -97,7 +98,8 @@ def _phases(lines: list[tuple[float, str]]) -> list[str]:
         label = f"step {index + 1}/{len(STEPS)} {percent} %"
         set_at, took_at = at(f"{label}: share set"), at(f"{label}: every replica took it")
         cells.append(f"{sec(took_at - set_at)} + {sec(at(f'{label}: canary') - took_at)}")
-    return cells
+    last = f"step {len(STEPS)}/{len(STEPS)} {STEPS[-1]} %: canary"
+    return [*cells, sec(total - at(last))]
 
 
 def _abort_lag(tags: RolloutTags, urls: list[str]) -> float:
@@ -129,7 +131,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
             seconds, code, lines = _rollout(server, urls, step_seconds)
             totals.append(seconds)
             outcome = "promoted" if code == 0 else f"exit {code}: {lines[-1][1] if lines else ''}"
-            rows.append([str(index), stack.versions[index], sec(seconds), *_phases(lines),
+            rows.append([str(index), stack.versions[index], sec(seconds), *_phases(lines, seconds),
                          outcome])
         tags = RolloutTags(client, MODEL_NAME, stack.versions[rounds])
         lags = [_abort_lag(tags, urls) for _ in range(3 if cfg.smoke else 20)]
@@ -146,10 +148,12 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     failed = sum(1 for sample in samples if sample.status != 200)
     result.add("client requests during the part / failed", f"{len(samples)} / {failed}",
                "0 failed", failed == 0)
-    steps = [f"{percent} %: to every replica + hold" for percent in STEPS]
+    steps = [f"{percent} %: to every replica + rest of step" for percent in STEPS]
     result.tables.append(table(["round", "challenger", "start to promoted", "to first line",
-                                *steps, "outcome"], rows))
-    result.notes.append("Start to promoted includes the controller's own start (Python and "
-                        "MLflow imports, about a second) and, per step, the push of the share "
-                        "to every replica before the hold begins.")
+                                *steps, "last verdict to exit", "outcome"], rows))
+    result.notes.append("Start to promoted includes the controller's own start (importing "
+                        "MLflow: about 1.5 s of CPU) and its registry calls: two reads and the "
+                        "lease before the first line, the promotion's writes after the last "
+                        "verdict. A step lasts --step-seconds from the moment its share is set, "
+                        "the push to every replica included.")
     return result
