@@ -141,17 +141,21 @@ def fingerprint(frame: pd.DataFrame, labels: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
+def make_forest(n_estimators: int = DEFAULT_N_ESTIMATORS, seed: int = 0) -> RandomForestClassifier:
+    """The fraud model, unfitted."""
+    # Balanced class weights, or the forest learns to answer "not fraud" to everything.
+    return RandomForestClassifier(n_estimators=n_estimators, max_depth=MAX_DEPTH,
+                                  min_samples_leaf=2, class_weight="balanced_subsample",
+                                  n_jobs=-1, random_state=seed)
+
+
 def train(frame: pd.DataFrame, labels: np.ndarray, n_estimators: int = DEFAULT_N_ESTIMATORS,
           seed: int = 0) -> TrainedModel:
     """Fit a RandomForest on 75% of the rows; score precision, recall and ROC AUC on the rest."""
     x_train, x_test, y_train, y_test = train_test_split(
         frame, labels, test_size=0.25, stratify=labels, random_state=seed)
     started = time.perf_counter()
-    # Balanced class weights, or the forest learns to answer "not fraud" to everything.
-    model = RandomForestClassifier(n_estimators=n_estimators, max_depth=MAX_DEPTH,
-                                   min_samples_leaf=2,
-                                   class_weight="balanced_subsample", n_jobs=-1,
-                                   random_state=seed)
+    model = make_forest(n_estimators, seed)
     model.fit(x_train, y_train)
     seconds = time.perf_counter() - started
     metrics = {**evaluate(model, x_test, y_test), "fraud_rate": float(labels.mean()),
@@ -353,8 +357,13 @@ def sample_request(n: int = 1, seed: int = 12345) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Train the fraud-detection model and register a new version in MLflow.")
+    parser = make_parser()
+    return check_args(parser, parser.parse_args(argv))
+
+
+def make_parser(description: str = "Train the fraud-detection model and register a new "
+                "version in MLflow.") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                         help="MLflow tracking server (default: $MLFLOW_TRACKING_URI)")
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
@@ -377,7 +386,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "(default Staging), move to Production only if the conditions "
                              "hold and the version is not worse than the current Production "
                              "version on the same holdout; else exit 1")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     if args.n_estimators < 1 or args.rows < 100:
         parser.error("--n-estimators must be >= 1 and --rows >= 100")
     try:
@@ -399,6 +411,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Trained in {trained.seconds:.1f}s: precision {m['precision']:.2f}, "
           f"recall {m['recall']:.2f}, ROC AUC {m['roc_auc']:.3f}", flush=True)
 
+    return publish(trained, args)
+
+
+def publish(trained: TrainedModel, args: argparse.Namespace) -> int:
+    """Register `trained`, then move it as the arguments say (stage, aliases, the gate); the
+    exit status: 1 when the gate refuses it."""
     import mlflow
 
     # MLflow's INFO lines ("Waiting up to 300 seconds ...") would repeat what this script prints;
@@ -409,8 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"in {registered.seconds:.1f}s (run {registered.run_id[:8]}, "
           f"tracking {mlflow.get_tracking_uri()})", flush=True)
 
+    stage = args.stage or ("Staging" if args.conditions else "Production")
     if args.promote or args.stage or args.conditions:
-        stage = args.stage or ("Staging" if args.conditions else "Production")
         started = time.perf_counter()
         promote(registered.name, registered.version, stage, args.tracking_uri,
                 args.archive_existing)
