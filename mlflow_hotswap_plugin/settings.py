@@ -6,52 +6,62 @@ with a message naming the variable, not a stack trace on the first stage transit
 
 from __future__ import annotations
 
-import math
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from mlflow_hotswap_plugin import env
 from mlflow_hotswap_plugin.signing import parse_secrets
 
 TARGETS = "HOTSWAP_TARGETS"
-SECRET = "HOTSWAP_WEBHOOK_SECRET"
-TIMEOUT = "HOTSWAP_TIMEOUT"
-MAX_RETRIES = "HOTSWAP_MAX_RETRIES"
-# Upper bounds keep a dead receiver from holding its delivery lane for hours.
-MAX_TIMEOUT = 300.0
-MAX_RETRIES_LIMIT = 20
+# One error type for a bad setting, in both packages; the plugin's older name stays importable.
+ConfigError = env.SettingError
+# A target URL as logs may show it: no user info, query or fragment.
+redact = env.bare_url
 
 
-class ConfigError(ValueError):
-    """A HOTSWAP_* variable holds a value the plugin cannot use."""
+def check_target(target: str) -> None:
+    """Raises ValueError, saying why, unless `target` is an http(s) URL naming a host."""
+    parts = urlsplit(target)
+    _ = parts.port  # raises ValueError on a bad port, saying so
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("it does not start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("it names no host")
 
 
 @dataclass(frozen=True)
 class Settings:
-    targets: tuple[str, ...] = ()
-    # Every configured secret; the first signs. Never shown (see __repr__).
-    secrets: tuple[str, ...] = field(default=(), repr=False)
-    timeout: float = 5.0
-    max_retries: int = 3
-    # Not environment settings: limits that keep the notifier bounded.
-    queue_size: int = 1000  # deliveries waiting, per target and per address
-    max_addresses: int = 64  # addresses notified per target (replicas behind one name)
+    targets: tuple[str, ...] = field(default=(), metadata=env.declare(
+        TARGETS, env.items("comma-separated http(s) URLs such as "
+                           "http://receiver:8000/webhooks/mlflow", check_target),
+        "comma-separated receiver webhook URLs; a hostname that resolves to several addresses "
+        "is notified at each (one receiver replica per address)",
+        default_text="none: pass-through, logged once", redact=env.bare_url))
+    # Every configured secret; the first signs.
+    secrets: tuple[str, ...] = field(default=(), metadata=env.declare(
+        "HOTSWAP_WEBHOOK_SECRET", env.parsed(parse_secrets, "comma-separated secrets"),
+        "HMAC secret shared with the receivers; several comma-separated (rotation): the first "
+        "signs", default_text="none: unsigned", secret=True))
+    # Upper bounds keep a dead receiver from holding its delivery lane for hours.
+    timeout: float = field(default=5.0, metadata=env.declare(
+        "HOTSWAP_TIMEOUT", env.seconds(most=300), "seconds per delivery attempt"))
+    max_retries: int = field(default=3, metadata=env.declare(
+        "HOTSWAP_MAX_RETRIES", env.integer(low=0, high=20),
+        "retries on connection errors, 429 and 5xx, with exponential backoff and jitter"))
+    max_addresses: int = field(default=10000, metadata=env.declare(
+        "HOTSWAP_MAX_ADDRESSES", env.integer(low=1),
+        "most addresses notified per target hostname (replicas behind one name); beyond it a "
+        "warning names the count"))
+    # Not an environment setting: deliveries waiting, per target and per address.
+    queue_size: int = 1000
 
     def __post_init__(self) -> None:
         if isinstance(self.secrets, str):
             raise TypeError("secrets is a tuple of secrets; see signing.parse_secrets")
-        for target in self.targets:
-            check_target(target)
-        if not (0 < self.timeout <= MAX_TIMEOUT and math.isfinite(self.timeout)):
-            raise ConfigError(f"{TIMEOUT} must be a positive number of seconds, at most "
-                              f"{MAX_TIMEOUT:g}, got {self.timeout!r}")
-        if not 0 <= self.max_retries <= MAX_RETRIES_LIMIT:
-            raise ConfigError(f"{MAX_RETRIES} must be 0 or more, at most {MAX_RETRIES_LIMIT}, "
-                              f"got {self.max_retries!r}")
-        if self.queue_size < 1 or self.max_addresses < 1:
-            raise ConfigError("queue_size and max_addresses must be at least 1")
+        env.check(self)
+        if self.queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {self.queue_size}")
 
     @property
     def secret(self) -> str | None:
@@ -60,66 +70,8 @@ class Settings:
 
     def __repr__(self) -> str:
         # Never show a secret, nor credentials a target URL may carry.
-        return (f"Settings(targets={[redact(t) for t in self.targets]!r}, "
-                f"secrets=<{len(self.secrets)} set>, timeout={self.timeout!r}, "
-                f"max_retries={self.max_retries!r})")
+        return env.represent(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        targets = tuple(t.strip() for t in env.get(TARGETS, "").split(",") if t.strip())
-        return cls(targets=targets,
-                   secrets=parse_secrets(env.get(SECRET)),
-                   timeout=_float(env, TIMEOUT, 5.0),
-                   max_retries=_int(env, MAX_RETRIES, 3))
-
-
-def check_target(target: str) -> None:
-    try:
-        parts = urlsplit(target)
-        port = parts.port  # raises ValueError on a bad port
-    except ValueError as exc:
-        raise ConfigError(f"{TARGETS}: {redact(target)!r} is not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{TARGETS}: {redact(target)!r} is not an http(s) URL "
-                          "such as http://receiver:8000/webhooks/mlflow")
-    del port
-
-
-def redact(target: str) -> str:
-    """The URL without user info, query or fragment: safe to log."""
-    try:
-        parts = urlsplit(target)
-        if not parts.netloc:  # not a URL at all: show it as given, unless it may hold a password
-            return target if "@" not in target else "<URL with credentials>"
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparseable URL>"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    # ASCII decimals only: float() would also take "nan", "1_0" and non-ASCII digits.
-    if not _DECIMAL.fullmatch(raw):
-        raise ConfigError(f"{name} must be a number, got {raw[:40]!r}")
-    return float(raw)
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not _DIGITS.fullmatch(raw):
-        raise ConfigError(f"{name} must be an integer, got {raw[:40]!r}")
-    return int(raw)
-
-
-# A sign is let through so that "-1" gets the range message, which says more than "bad number".
-_DIGITS = re.compile(r"-?[0-9]{1,9}")
-_DECIMAL = re.compile(r"-?([0-9]{1,9}(\.[0-9]*)?|\.[0-9]+)")
+        return env.read(cls, environ)

@@ -7,11 +7,13 @@ import copy
 import ipaddress
 import logging
 import sys
+import textwrap
 from typing import Any
 
 import uvicorn
 
-from receiver import redact
+from mlflow_hotswap_plugin import env
+from receiver import connections, redact
 from receiver.app import create_app
 from receiver.settings import Settings, SettingsError
 
@@ -19,8 +21,9 @@ from receiver.settings import Settings, SettingsError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mlflow-hotswap-receiver",
-        description="Serve the MLflow model a stage or alias points to; hot-swap it on change. "
-                    "Configured by MLFLOW_TRACKING_URI, MODEL_NAME, MODEL_STAGE, MODEL_ALIAS, ...")
+        description="Serve the MLflow model a stage or alias points to; hot-swap it on change.\n"
+                    "Configured by the environment variables listed below.",
+        epilog=environment_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="info",
@@ -39,8 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     for warning in exposure_warnings(args.host, settings):
         logging.getLogger("receiver").warning(warning)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log, log_config=_uvicorn_log_config())
+                access_log=args.access_log, log_config=_uvicorn_log_config(),
+                http=connections.protocol(connections.Limits.of(settings)))
     return 0
+
+
+def environment_help(width: int = 100) -> str:
+    """Each variable the receiver reads: its default and its meaning, from its declaration."""
+    lines = ["environment variables:"]
+    for row in env.rows(Settings):
+        default = row.default.replace("`", "")
+        lines.append(f"  {row.variable} ({'' if default == 'required' else 'default: '}{default})")
+        lines += textwrap.wrap(row.help.replace("`", ""), width, initial_indent=" " * 6,
+                               subsequent_indent=" " * 6)
+    return "\n".join(lines)
 
 
 def _uvicorn_log_config() -> dict[str, Any]:
@@ -57,14 +72,16 @@ def exposure_warnings(host: str, settings: Settings) -> list[str]:
     if _loopback(host):
         return []
     warnings = []
+    secret = env.declared(settings, "webhook_secret").variable
+    token = env.declared(settings, "admin_token").variable
     if not settings.webhook_secret:
         warnings.append(
-            f"SECURITY: listening on {host} with no HOTSWAP_WEBHOOK_SECRET: anyone who can "
+            f"SECURITY: listening on {host} with no {secret}: anyone who can "
             f"reach this port can make the receiver ask MLflow again, as often as they like. "
             f"Set the same secret here and on the MLflow server.")
     if not settings.admin_token:
         warnings.append(
-            f"SECURITY: listening on {host} with no HOTSWAP_ADMIN_TOKEN: anyone who can reach "
+            f"SECURITY: listening on {host} with no {token}: anyone who can reach "
             f"this port can call POST /models/reload. Set a token.")
     return warnings
 

@@ -7,38 +7,11 @@ error texts, so any text that leaves the process passes through `scrub` first.
 from __future__ import annotations
 
 import logging
-import re
-from urllib.parse import urlsplit, urlunsplit
 
-MASK = "***"
-
-# `scheme://userinfo@`: whatever sits between `://` and the first `@` of the authority.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#@\s]*)@")
-
-
-def uri(value: str | None) -> str | None:
-    """`value` with the password of its userinfo masked: `http://user:***@host/`."""
-    if not value:
-        return value
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return scrub(value)
-    if parts.password is None and parts.username is None:
-        return scrub(value)
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
-
-
-def scrub(text: str) -> str:
-    """`text` with the userinfo of every URL in it masked (user kept, password hidden)."""
-    return _USERINFO.sub(_mask_userinfo, text)
-
-
-def _mask_userinfo(match: re.Match[str]) -> str:
-    user = match.group("userinfo").partition(":")[0]
-    return f"{match.group('scheme')}{user}:{MASK}@"
+# Masking shared with the plugin's settings: one implementation for both packages.
+from mlflow_hotswap_plugin.env import MASK as MASK
+from mlflow_hotswap_plugin.env import scrub as scrub
+from mlflow_hotswap_plugin.env import uri as uri
 
 
 class ScrubFilter(logging.Filter):

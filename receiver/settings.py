@@ -1,117 +1,159 @@
-"""The one place that reads the receiver's environment variables (DESIGN.md, "The receiver")."""
+"""The one place that reads the receiver's environment variables.
+
+Each variable is declared once, beside its field: name, how it is read, bounds and meaning
+(`mlflow_hotswap_plugin.env`). Its help is what `mlflow-hotswap-receiver --help` and the
+README's settings table show.
+"""
 
 from __future__ import annotations
 
-import math
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Literal, TypeVar, cast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
-from receiver import redact
+from mlflow_hotswap_plugin import env
 from receiver.references import Reference, Share, parse_references, parse_share
-
-N = TypeVar("N", int, float)
-T = TypeVar("T")
 
 Batching = Literal["auto", "on", "off"]
 BATCHING_MODES: tuple[Batching, ...] = ("auto", "on", "off")
+# One error type for a bad setting, in both packages; the receiver's older name stays importable.
+SettingsError = env.SettingError
+
+_SHARE = "<stage or @alias>[:<percent>], e.g. @challenger:10"
 
 
-class SettingsError(ValueError):
-    """A configuration value is missing or malformed; the message names the variable."""
+def _shadow(text: str) -> Share:
+    return parse_share(text, untagged=100.0)
 
 
 @dataclass(frozen=True)
 class Settings:
-    tracking_uri: str
-    model_names: tuple[str, ...]
-    registry_uri: str | None = None
-    stage: str = "Production"
-    alias: str | None = None
-    cache_size: int = 5
-    update_interval: float = 60.0
-    webhook_secret: str | None = None
-    admin_token: str | None = None
-    max_body_bytes: int = 10 * 1024 * 1024
-    # How long a signed notification stays acceptable, and how long delivery ids are remembered.
+    tracking_uri: str = field(metadata=env.declare(
+        "MLFLOW_TRACKING_URI", env.text("the MLflow tracking URI"), "where the registry is",
+        redact=env.uri))
+    model_names: tuple[str, ...] = field(metadata=env.declare(
+        "MODEL_NAME", env.items("registered model names, comma-separated", at_least=1),
+        "registered model(s) to serve, comma-separated; the first is the default"))
+    registry_uri: str | None = field(default=None, metadata=env.declare(
+        "MLFLOW_REGISTRY_URI", env.text("a registry URI"),
+        "a registry elsewhere than the tracking server", default_text="the tracking URI",
+        redact=env.uri))
+    stage: str = field(default="Production", metadata=env.declare(
+        "MODEL_STAGE", env.text("a stage"), "stage to follow"))
+    alias: str | None = field(default=None, metadata=env.declare(
+        "MODEL_ALIAS", env.text("an alias"),
+        "alias to follow instead of a stage (e.g. `champion`)"))
+    cache_size: int = field(default=5, metadata=env.declare(
+        "MODEL_CACHE_SIZE", env.integer(low=1), "model versions kept in memory (LRU)"))
+    update_interval: float = field(default=60.0, metadata=env.declare(
+        "MODEL_UPDATE_INTERVAL", env.seconds(),
+        "poll interval, seconds (each wait drawn within ±10 %, so replicas started together do "
+        "not poll in step)"))
+    webhook_secret: str | None = field(default=None, metadata=env.declare(
+        "HOTSWAP_WEBHOOK_SECRET", env.text("comma-separated secrets"),
+        "if set, unsigned or wrongly signed notifications get 401; several comma-separated "
+        "secrets (rotation): any verifies", secret=True))
+    admin_token: str | None = field(default=None, metadata=env.declare(
+        "HOTSWAP_ADMIN_TOKEN", env.text("a token"),
+        "if set, `POST /models/reload` needs `Authorization: Bearer <token>`", secret=True))
+    max_body_bytes: int = field(default=10 * 1024 * 1024, metadata=env.declare(
+        "HOTSWAP_MAX_BODY_BYTES", env.integer(low=1),
+        "largest request body accepted, in bytes (413 above)"))
+    # Not environment settings. How long a signed notification stays acceptable, and how long
+    # delivery ids are remembered; the back-off after a failed update: 5, 10, 30, then every
+    # 60 s.
     webhook_max_age: float = 300.0
-    # Back-off after a failed update: 5, 10, 30, then every 60 s (DESIGN.md).
     retry_delays: tuple[float, ...] = (5.0, 10.0, 30.0, 60.0)
-    model_dir: str | None = None
-    # Predictions scored at once; the rest wait their turn. Scoring is mostly Python holding
-    # the GIL, so more threads only contend (bench/ measures 1, 2 and unlimited side by side).
-    # Raise it for models that release the GIL.
-    predict_threads: int = 1
-    # A download + load + warm-up taking longer is abandoned and counted as failed.
-    load_timeout: float = 600.0
-    # The scoring lane (lane.py): merge concurrent requests into one predict call, bound the
-    # requests admitted, and give each a deadline. Defaults chosen from bench/ part 3.
-    batching: Batching = "auto"
-    batch_max_rows: int = 1024
-    max_queue: int = 256
-    request_timeout: float = 60.0
-    # Staged rollout (issue 11): references loaded ahead, and who takes a share of the traffic.
-    prewarm: tuple[Reference, ...] = ()
-    canary: Share | None = None
-    shadow: Share | None = None
+    model_dir: str | None = field(default=None, metadata=env.declare(
+        "HOTSWAP_MODEL_DIR", env.text("a directory"),
+        "where downloaded model files are kept while cached",
+        default_text="a temp dir, removed at shutdown"))
+    # Scoring is mostly Python holding the GIL, so more threads only contend (bench/ measures
+    # 1, 2 and unlimited side by side).
+    predict_threads: int = field(default=1, metadata=env.declare(
+        "HOTSWAP_PREDICT_THREADS", env.integer(low=1),
+        "predict calls run at once, across model versions (others queue); a batched model "
+        "version is scored by one merged call at a time, so more threads help only several "
+        "versions at once or unbatched models that release the GIL"))
+    load_timeout: float = field(default=600.0, metadata=env.declare(
+        "HOTSWAP_LOAD_TIMEOUT", env.seconds(),
+        "seconds a download + load + warm-up may take before it is abandoned and counted as "
+        "failed"))
+    # The scoring lane (lane.py); defaults chosen from the throughput runs in bench/.
+    batching: Batching = field(default="auto", metadata=env.declare(
+        "HOTSWAP_BATCHING", env.choice(*BATCHING_MODES),
+        "`auto`: merge concurrent requests into one `predict` for models whose predict is "
+        "row-independent (scikit-learn, XGBoost, LightGBM, CatBoost); `on`: for every model; "
+        "`off`: never"))
+    batch_max_rows: int = field(default=1024, metadata=env.declare(
+        "HOTSWAP_BATCH_MAX_ROWS", env.integer(low=1),
+        "most rows in one merged `predict` call (a larger request still goes, alone)"))
+    max_queue: int = field(default=256, metadata=env.declare(
+        "HOTSWAP_MAX_QUEUE", env.integer(low=1),
+        "requests admitted to the scoring lane at once; beyond it 503 `OVERLOADED` with "
+        "`Retry-After`, at once"))
+    request_timeout: float = field(default=60.0, metadata=env.declare(
+        "HOTSWAP_REQUEST_TIMEOUT", env.seconds(),
+        "seconds a request may wait and be scored; beyond it 504 `REQUEST_TIMEOUT` and its "
+        "work is dropped"))
+    # Connections (connections.py): how long a client may take to send a request, and how
+    # many connections it takes to fill the process.
+    header_timeout: float = field(default=10.0, metadata=env.declare(
+        "HOTSWAP_HEADER_TIMEOUT", env.seconds(),
+        "seconds a request's headers may take, from the connection's start or the request's "
+        "first byte; beyond it the connection is closed (408 where an answer can still be "
+        "sent)"))
+    body_timeout: float = field(default=30.0, metadata=env.declare(
+        "HOTSWAP_BODY_TIMEOUT", env.seconds(),
+        "seconds a request's body may stall (nothing received while the receiver reads); "
+        "beyond it the connection is closed with 408"))
+    max_connections: int | None = field(default=None, metadata=env.declare(
+        "HOTSWAP_MAX_CONNECTIONS", env.integer(low=1),
+        "open connections; beyond it new ones are closed at once, and the open ones keep "
+        "being served", default_text="just below the soft open-file limit"))
+    # Staged rollout: references loaded ahead, and who takes a share of the traffic.
+    prewarm: tuple[Reference, ...] = field(default=(), metadata=env.declare(
+        "MODEL_PREWARM", env.parsed(parse_references, "stages and @aliases, comma-separated"),
+        "stages and `@aliases` whose versions are loaded and warmed up ahead, e.g. "
+        "`Staging,@challenger`; cached (they count toward `MODEL_CACHE_SIZE`), never served at "
+        "the default endpoint"))
+    canary: Share | None = field(default=None, metadata=env.declare(
+        "MODEL_CANARY", env.parsed(parse_share, _SHARE),
+        "`<stage or @alias>[:<percent>]`, e.g. `@challenger:10`: that share of requests "
+        "answered by that version; sticky per `X-Hotswap-Key`. Without `:<percent>` "
+        "(`@challenger`) the share is the registered model's tag `hotswap.canary_percent` "
+        "(0-100), read at every refresh; no tag, or a value that is not a percent (logged "
+        "once), is 0"))
+    shadow: Share | None = field(default=None, metadata=env.declare(
+        "MODEL_SHADOW", env.parsed(_shadow, _SHARE),
+        "`<stage or @alias>[:<percent>]`, e.g. `Staging:50`: that share also scored by that "
+        "version after the answer is sent. Without `:<percent>` the share is the tag "
+        "`hotswap.shadow_percent`; with no tag, 100; a value that is not a percent, 0"))
 
     def __post_init__(self) -> None:
-        if not self.model_names:
-            raise SettingsError("MODEL_NAME is empty: name at least one registered model.")
-        if self.cache_size < 1:
-            raise SettingsError(f"MODEL_CACHE_SIZE must be at least 1, got {self.cache_size}.")
-        if self.predict_threads < 1:
-            raise SettingsError(
-                f"HOTSWAP_PREDICT_THREADS must be at least 1, got {self.predict_threads}.")
-        if self.batching not in BATCHING_MODES:
-            raise SettingsError(f"HOTSWAP_BATCHING must be one of {', '.join(BATCHING_MODES)}, "
-                                f"got {self.batching!r}.")
-        if self.batch_max_rows < 1:
-            raise SettingsError(
-                f"HOTSWAP_BATCH_MAX_ROWS must be at least 1, got {self.batch_max_rows}.")
-        if self.max_queue < 1:
-            raise SettingsError(f"HOTSWAP_MAX_QUEUE must be at least 1, got {self.max_queue}.")
-        if not self.request_timeout > 0:
-            raise SettingsError(
-                f"HOTSWAP_REQUEST_TIMEOUT must be a positive number of seconds, "
-                f"got {self.request_timeout}.")
-        if self.update_interval <= 0:
-            raise SettingsError(
-                f"MODEL_UPDATE_INTERVAL must be a positive number of seconds, "
-                f"got {self.update_interval}.")
-        if not self.load_timeout > 0:
-            raise SettingsError(
-                f"HOTSWAP_LOAD_TIMEOUT must be a positive number of seconds, "
-                f"got {self.load_timeout}.")
-
-        for variable, share in (("MODEL_CANARY", self.canary), ("MODEL_SHADOW", self.shadow)):
+        env.check(self)
+        for name, share in (("canary", self.canary), ("shadow", self.shadow)):
             if share is not None and share.reference == self.followed:
-                raise SettingsError(
-                    f"{variable}={share} names the followed reference itself "
-                    f"({self.reference}): it would never differ from the served version.")
+                raise env.declared(self, name).error(
+                    share, f"a reference other than the followed one ({self.reference})",
+                    "it would never differ from the served version.")
         # Each served name holds its version and one per rollout reference in the cache; fewer
         # slots and every refresh would evict what the next one loads again.
         needed = len(self.model_names) * (1 + len(self.rollout_references))
         if self.rollout_references and self.cache_size < needed:
-            raise SettingsError(
-                f"MODEL_CACHE_SIZE={self.cache_size} cannot hold the served version and the "
-                f"{len(self.rollout_references)} rollout reference(s) "
-                f"({', '.join(map(str, self.rollout_references))}) of "
-                f"{len(self.model_names)} model(s); set it to at least {needed}.")
+            raise env.declared(self, "cache_size").error(
+                self.cache_size, f"at least {needed}",
+                f"it holds the served version and the {len(self.rollout_references)} rollout "
+                f"reference(s) ({', '.join(map(str, self.rollout_references))}) of "
+                f"{len(self.model_names)} model(s).")
 
     def __repr__(self) -> str:
         # A repr ends up in logs and tracebacks: no secret, no password in a URI.
-        hidden = {"webhook_secret", "admin_token"}
-        shown = []
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name in hidden and value is not None:
-                value = redact.MASK
-            elif item.name in ("tracking_uri", "registry_uri"):
-                value = redact.uri(value)
-            shown.append(f"{item.name}={value!r}")
-        return f"Settings({', '.join(shown)})"
+        return env.represent(self)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        return env.read(cls, environ)
 
     @property
     def followed(self) -> Reference:
@@ -134,64 +176,3 @@ class Settings:
     def reference(self) -> str:
         """What is followed, as MLflow's URI syntax writes it: `@champion` or `/Production`."""
         return f"@{self.alias}" if self.alias else f"/{self.stage}"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        names = tuple(n.strip() for n in _required(env, "MODEL_NAME").split(",") if n.strip())
-        return cls(
-            tracking_uri=_required(env, "MLFLOW_TRACKING_URI"),
-            registry_uri=env.get("MLFLOW_REGISTRY_URI") or None,
-            model_names=names,
-            stage=env.get("MODEL_STAGE") or "Production",
-            alias=env.get("MODEL_ALIAS") or None,
-            cache_size=_number(env, "MODEL_CACHE_SIZE", 5, int),
-            update_interval=_number(env, "MODEL_UPDATE_INTERVAL", 60.0, float),
-            webhook_secret=env.get("HOTSWAP_WEBHOOK_SECRET") or None,
-            admin_token=env.get("HOTSWAP_ADMIN_TOKEN") or None,
-            max_body_bytes=_number(env, "HOTSWAP_MAX_BODY_BYTES", 10 * 1024 * 1024, int),
-            model_dir=env.get("HOTSWAP_MODEL_DIR") or None,
-            predict_threads=_number(env, "HOTSWAP_PREDICT_THREADS", 1, int),
-            load_timeout=_number(env, "HOTSWAP_LOAD_TIMEOUT", 600.0, float),
-            # Validated in __post_init__, which names the variable.
-            batching=cast(Batching, (env.get("HOTSWAP_BATCHING") or "auto").strip().lower()),
-            batch_max_rows=_number(env, "HOTSWAP_BATCH_MAX_ROWS", 1024, int),
-            max_queue=_number(env, "HOTSWAP_MAX_QUEUE", 256, int),
-            request_timeout=_number(env, "HOTSWAP_REQUEST_TIMEOUT", 60.0, float),
-            prewarm=_parsed(env, "MODEL_PREWARM", parse_references) or (),
-            canary=_parsed(env, "MODEL_CANARY", parse_share),
-            shadow=_parsed(env, "MODEL_SHADOW", lambda text: parse_share(text, 100.0)),
-        )
-
-
-def _required(env: Mapping[str, str], key: str) -> str:
-    value = env.get(key, "").strip()
-    if not value:
-        raise SettingsError(f"{key} is missing, and has no default.")
-    return value
-
-
-def _parsed(env: Mapping[str, str], key: str, parse: Callable[[str], T]) -> T | None:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return None
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{key}={raw!r}: {exc}") from None
-
-
-def _number(env: Mapping[str, str], key: str, default: N, kind: type[N]) -> N:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    # int() and float() also take "٣", "1_0", "nan" and "inf": a setting is plain ASCII digits.
-    try:
-        if not raw.isascii():
-            raise ValueError(raw)
-        value = kind(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be a number ({kind.__name__}), got {raw!r}.") from None
-    if not math.isfinite(value):
-        raise SettingsError(f"{key} must be a finite number, got {raw!r}.")
-    return value

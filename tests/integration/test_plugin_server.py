@@ -154,7 +154,8 @@ def test_bad_configuration_stops_the_server_at_start(tmp_path: Path) -> None:
         start_mlflow_server(tmp_path, extra_env={"HOTSWAP_TARGETS": "receiver:8000"},
                             timeout=60)
     assert "mlflow server exited with 1" in str(info.value)
-    assert "HOTSWAP_TARGETS: 'receiver:8000' is not an http(s) URL" in str(info.value)
+    assert "HOTSWAP_TARGETS must be comma-separated http(s) URLs" in str(info.value)
+    assert "got 'receiver:8000'" in str(info.value)
 
 
 def test_client_with_a_hotswap_registry_uri_and_no_server(tmp_path: Path,
