@@ -1,1 +1,1 @@
-"""Benchmarks for mlflow-hotswap (issue 5): `python -m bench` runs every part, writes REPORT.md."""
+"""Benchmarks for mlflow-hotswap: `python -m bench` runs every part, writes REPORT.md."""

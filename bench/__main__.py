@@ -1,4 +1,4 @@
-"""`python -m bench`: run the parts and write a Markdown report.
+"""`python -m bench`: run the benchmark's parts and write a Markdown report.
 
     python -m bench                 # full run (about 10-15 minutes), writes bench/REPORT.md
     python -m bench --smoke         # a few seconds per part, writes bench/out/REPORT-smoke.md
@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import fleet, memory, promotion, registry_cost, storm, swap, throughput
+from bench import fanout, fleet, memory, promotion, registry_cost, storm, swap, throughput
 from bench.config import Config
 from bench.report import render
 from bench.result import PartResult
@@ -38,7 +38,8 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     4: ("Memory", memory.run),
     5: ("Cost to the registry", registry_cost.run),
     6: ("Notification storm", storm.run),
-    7: ("Progressive delivery", fleet.run),
+    7: ("Fan-out to 1,000 replicas behind one name", fanout.run),
+    8: ("Progressive delivery", fleet.run),
 }
 
 

@@ -113,12 +113,12 @@ def _abort_lag(tags: RolloutTags, urls: list[str]) -> float:
 
 
 def run(stack: Stack, cfg: Config) -> PartResult:
-    result = PartResult(7, "Progressive delivery")
+    result = PartResult(8, "Progressive delivery")
     server, receivers = _start_fleet(stack)
     urls = [receiver.url for receiver in receivers]
     client = stack.client(server.url)
-    step_seconds = 1.0 if cfg.smoke else 5.0
-    rounds = min(1 if cfg.smoke else 3, len(stack.versions) - 1)
+    step_seconds = cfg.rollout_step_seconds
+    rounds = min(cfg.rollout_rounds, len(stack.versions) - 1)
     client.set_registered_model_alias(MODEL_NAME, "champion", stack.versions[0])
     pools = [ClientPool(url + "/invocations", stack.sample_body(1), 1, 600).start()
              for url in urls]
@@ -134,7 +134,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
             rows.append([str(index), stack.versions[index], sec(seconds), *_phases(lines, seconds),
                          outcome])
         tags = RolloutTags(client, MODEL_NAME, stack.versions[rounds])
-        lags = [_abort_lag(tags, urls) for _ in range(3 if cfg.smoke else 20)]
+        lags = [_abort_lag(tags, urls) for _ in range(cfg.rollout_aborts)]
     finally:
         samples = [sample for pool in pools for sample in pool.stop()]
     goal = len(STEPS) * step_seconds + SLACK_TARGET

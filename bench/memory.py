@@ -1,5 +1,5 @@
-"""Part 4: memory. RSS of a receiver (from /proc/PID/status) over many swaps that cycle
-through every registered version with a bounded cache, and how many models it holds."""
+"""Memory (`python -m bench --parts 4`). RSS of a receiver (from /proc/PID/status) over many swaps
+that cycle through every registered version with a bounded cache, and how many models it holds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Part 1: promotion to serving.
+"""Promotion to serving (`python -m bench --parts 1`).
 
 From the return of the registry call (stage transition, alias move) to the first prediction
 answered with the new X-Model-Version, polled by one client back to back on a kept-alive
@@ -108,7 +108,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     result.add("poll only, default 60 s (expected)",
                f"p50 ~{30 + push_p50:.1f} s, p95 ~{57 + push_p50:.1f} s, "
                f"max ~{60 + push_max:.1f} s", "at most one interval + load")
-    # Staged rollout (issue 11): the same promotion for a version pre-warmed in Staging.
+    # Staged rollout: the same promotion for a version pre-warmed in Staging.
     rollout.prewarmed_promotions(stack, cfg, result, rows)
     result.tables.append(table(["path", "promotions", "p50", "p95", "max", "failed requests"],
                                rows))

@@ -1,4 +1,4 @@
-"""Part 5: cost to the registry.
+"""Cost to the registry (`python -m bench --parts 5`).
 
 1. Latency of the stage-transition REST call through the plugin against the plain store, with
    receivers up, down (connection refused) and hung (they accept the connection and never
@@ -13,7 +13,7 @@
    receiver following Production alone, with a canary and a shadow, and with a pre-warmed stage
    too; one `get_registered_model` (now) against one look-up per reference (before).
 
-    python -m bench.registry_cost [--smoke]     # parts 5.2 and 5.3, without the bench's stack
+    python -m bench.registry_cost [--smoke]     # measures 2 and 3, without the bench's stack
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     result.notes += [
         f"`POST {PATH}` with `requests`, one kept-alive session per server; the servers take "
         "turns call by call (order alternating), all on the same SQLite database.",
-        "Up: the two receivers of parts 1-3, which re-resolve on every notification against "
+        "Up: the two receivers the other parts use, which re-resolve on every notification against "
         "this same one-worker MLflow server on the same 2 cores, so their lookups compete "
         "with the next call; 'answer 202' isolates the plugin itself. Down: two "
         "closed ports (refused, retried with back-off). Hung: a socket that never accepts "
@@ -116,7 +116,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     return result
 
 
-# -- 5.2: cost against the size of the registry -------------------------------------------------
+# -- 2. cost against the size of the registry --------------------------------------------------
 
 SIZES = (10, 10_000)
 GOAL = 1.5  # plugin p50 / plain p50, at every size
@@ -243,7 +243,7 @@ def _promote(store: Any, name: str, version: str) -> None:
         store.transition_model_version_stage(name, version, "Production", True)
 
 
-# -- 5.3: what one refresh asks of MLflow -------------------------------------------------------
+# -- 3. what one refresh asks of MLflow --------------------------------------------------------
 
 REFRESH_MODEL = "refresh-cost"
 REFRESH_SETUPS = {
@@ -342,7 +342,7 @@ def _per_refresh(refresh: Callable[[], object], refreshes: int) -> tuple[float, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.registry_cost",
-                                     description="Parts 5.2 and 5.3: the plugin's cost against "
+                                     description="The plugin's cost against "
                                                  "the registry's size; MLflow requests per "
                                                  "receiver refresh")
     parser.add_argument("--smoke", action="store_true", help="a few calls per size")

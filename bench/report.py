@@ -62,18 +62,24 @@ def render(results: list[PartResult], *, cfg: Config, machine: dict[str, str],
                                  f"{f.target} {f.verdict}".strip()])
     out += [table(["part", "figure", "measured", "target"], summary_rows), ""]
     for r in results:
-        out += [f"## {r.number}. {r.title}", "", f"Ran in {r.seconds:.0f} s.", ""]
-        if r.error:
-            out += [f"**Error:** `{r.error}`", ""]
-        if r.figures:
-            out += [table(["figure", "measured", "target", ""],
-                          [[f.name, f.value, f.target, f.verdict] for f in r.figures]), ""]
-        for t in r.tables:
-            out += [t, ""]
-        for note in r.notes:
-            out += [f"- {note}"]
-        if r.notes:
-            out.append("")
-        for c in r.commands:
-            out += ["```bash", c, "```", ""]
+        out += render_part(r)
     return "\n".join(out).rstrip() + "\n"
+
+
+def render_part(r: PartResult, ran: str = "") -> list[str]:
+    """One part's section: its figures, tables, notes and commands."""
+    out = [f"## {r.number}. {r.title}", "", ran or f"Ran in {r.seconds:.0f} s.", ""]
+    if r.error:
+        out += [f"**Error:** `{r.error}`", ""]
+    if r.figures:
+        out += [table(["figure", "measured", "target", ""],
+                      [[f.name, f.value, f.target, f.verdict] for f in r.figures]), ""]
+    for t in r.tables:
+        out += [t, ""]
+    for note in r.notes:
+        out += [f"- {note}"]
+    if r.notes:
+        out.append("")
+    for c in r.commands:
+        out += ["```bash", c, "```", ""]
+    return out

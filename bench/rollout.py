@@ -1,9 +1,9 @@
-"""Part 1, staged rollout (issue 11): promotion to serving of a pre-warmed version, and what a
-100 % shadow costs the primary's latency.
+"""Staged rollout, measured with promotion to serving (bench/promotion.py): promotion of a
+pre-warmed version, and what a 100 % shadow costs the primary's latency.
 
 - Pre-warmed: the notified `stage` receiver, restarted with MODEL_PREWARM=Staging. Each round
   moves the next version to Staging, waits until the receiver holds it, then promotes it to
-  Production and times the first answer from it, as part 1 does for the cold path.
+  Production and times the first answer from it, as promotion.py does for the cold path.
 - Shadow cost: a receiver following Production with MODEL_SHADOW=Staging (100 %), Staging
   holding another version, against the plain `stage` receiver on the same Production version,
   under the same load, alternately.
@@ -24,7 +24,7 @@ from bench.stats import ms, percentile
 from bench.throughput import load_run
 from examples.processes import metric, wait_until
 
-PREWARM_TARGET = 0.150  # seconds, p95 (issue 11)
+PREWARM_TARGET = 0.150  # seconds, p95: a pre-warmed promotion is a swap, not a load
 
 
 def _current(url: str) -> dict[str, Any]:

@@ -232,7 +232,7 @@ class Stack:
 
     def start_extra_mlflow(self, specs: dict[str, tuple[str, dict[str, str]]]
                            ) -> dict[str, Process]:
-        """More `mlflow server`s on the same database (for part 5's side-by-side), started
+        """More `mlflow server`s on the same database (for registry_cost.py's side-by-side), started
         together: {label: (registry URI, environment)}."""
         def start(label: str) -> Process:
             registry_uri, extra_env = specs[label]

@@ -1,13 +1,12 @@
-"""Part 6: notification storm. Many signed notifications in about a second at one receiver,
-after a real registry change it was not told of: how many registry resolves and loads follow,
-and what happens to prediction latency meanwhile."""
+"""Notification storm (`python -m bench --parts 6`). Many signed notifications in about a second at
+one receiver, after a real registry change it was not told of: how many registry resolves and loads
+follow, and what happens to prediction latency meanwhile."""
 
 from __future__ import annotations
 
 import http.client
 import threading
 import time
-import uuid
 
 from bench.config import Config
 from bench.load import ClientPool
@@ -36,10 +35,7 @@ def send_storm(url_port: int, body: bytes, count: int, seconds: float) -> tuple[
             pause = due - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-            delivery_id, stamp = str(uuid.uuid4()), str(int(time.time()))
-            headers = {"Content-Type": "application/json",
-                       signing.DELIVERY_ID_HEADER: delivery_id, signing.TIMESTAMP_HEADER: stamp,
-                       signing.SIGNATURE_HEADER: signing.sign(SECRET, delivery_id, stamp, body)}
+            headers = {"Content-Type": "application/json", **signing.headers(body, SECRET)}
             try:
                 conn.request("POST", "/webhooks/mlflow", body=body, headers=headers)
                 response = conn.getresponse()

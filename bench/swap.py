@@ -1,4 +1,5 @@
-"""Part 2: swap under load, against `mlflow models serve`, whose only swap is a restart.
+"""Swap under load (`python -m bench --parts 2`), against `mlflow models serve`, whose only swap is
+a restart.
 
 32 clients POST 1-row bodies for the whole run. The receiver gets promotions through the
 registry; `mlflow models serve` gets stopped and started again on the same port with the next

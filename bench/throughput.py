@@ -1,4 +1,5 @@
-"""Part 3: throughput and latency against `mlflow models serve`, the floor, and a profile.
+"""Throughput and latency (`python -m bench --parts 3`) against `mlflow models serve`, the floor,
+and a profile.
 
 Same model version, same bodies (1 and 100 rows of `dataframe_split`), both servers with one
 worker, measured alternately (which server goes first alternates per cell). The floor is the
@@ -244,7 +245,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     mid = 32 if 32 in cfg.concurrencies else max(cfg.concurrencies)
     r, b = results[("receiver", one, mid)], results[("mlflow models serve", one, mid)]
     ratio = r["rps"] / b["rps"] if b["rps"] else float("nan")
-    targeted = mid == 32  # issue 9's targets are for 32 clients; the smoke run has fewer
+    targeted = mid == 32  # the targets are for 32 clients; the smoke run has fewer
     result.add(f"requests/s at {mid} concurrent {one}-row clients: receiver vs "
                "`mlflow models serve`", f"{r['rps']:.0f} vs {b['rps']:.0f} ({ratio:.1f}x)",
                ">= 10x" if targeted else "(context)", ratio >= 10 if targeted else None)

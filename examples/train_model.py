@@ -232,7 +232,7 @@ def promote(model_name: str, version: str, stage: str = "Production",
     from mlflow import MlflowClient
 
     with warnings.catch_warnings():
-        # Stages are deprecated in MLflow yet part of this project's contract (DESIGN.md).
+        # Stages are deprecated in MLflow yet part of this project's contract (docs/contract.md).
         warnings.simplefilter("ignore", FutureWarning)
         MlflowClient(tracking_uri).transition_model_version_stage(
             model_name, version, stage, archive_existing_versions=archive_existing)

@@ -11,8 +11,8 @@ import argparse
 import dataclasses
 import sys
 
-from mlflow_hotswap_plugin import events
-from mlflow_hotswap_plugin.notifier import Notifier, Outcome
+from mlflow_hotswap_plugin import events, targets
+from mlflow_hotswap_plugin.delivery import Outcome, Sender, deliver
 from mlflow_hotswap_plugin.settings import ConfigError, Settings
 
 
@@ -51,19 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no targets: set HOTSWAP_TARGETS or pass --target", file=sys.stderr)
         return 2
 
-    notifier = Notifier(settings)
+    sender = Sender(settings.secret, settings.timeout)
     # The shape of MLflow's own webhook test: an example of a real event type.
     event = events.alias_created(args.model, "test", "1")
     all_accepted = True
-    for target in notifier.targets:
+    for target in map(targets.Target.parse, settings.targets):
         try:
-            addresses = notifier.addresses(target)
-        except OSError as exc:
+            addresses = targets.addresses(target, targets.resolve, settings.max_addresses)
+        except (OSError, UnicodeError) as exc:
             print(f"{target.safe_url}: cannot resolve {target.host}: {exc}")
             all_accepted = False
             continue
         for address in addresses:
-            outcome = notifier.deliver(event, target, address, retries=0)
+            outcome = deliver(sender, event, target, address, retries=0)
             print(describe(outcome, signed=settings.secret is not None))
             all_accepted = all_accepted and outcome.accepted
     return 0 if all_accepted else 1

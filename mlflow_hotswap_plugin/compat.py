@@ -7,6 +7,9 @@ Found by feature, not by version number, so a patch release that back-ports a fe
 - `SqlAlchemyStore._get_query(session, model)` (3.x) scopes a query to the active workspace;
   2.x queries the session directly;
 - `ManagedSessionMaker(read_only=False)` (3.x) picks the primary database; 2.x has one.
+- 3.x serves Flask's handlers from anyio worker threads of uvicorn's loop (the store is built in
+  one of those), 2.x from gunicorn's main thread: `call_in_main_thread` reaches the main thread
+  from either, where signal handlers may be set.
 Also here: the types of the untyped MLflow helpers the plugin calls, stated once.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -72,3 +76,28 @@ def primary_session(store: Any) -> Any:
         return store.ManagedSessionMaker(read_only=False)
     except TypeError:  # MLflow 2.x: one database, no argument
         return store.ManagedSessionMaker()
+
+
+def call_in_main_thread(func: Callable[[], None]) -> bool:
+    """Run `func` in the main thread and wait for it; False when this thread cannot reach it.
+
+    At once in the main thread; from an anyio worker thread (MLflow 3.x runs Flask's handlers
+    in those), through the event loop that started it, if that loop runs in the main thread.
+    """
+    if threading.current_thread() is threading.main_thread():
+        func()
+        return True
+    ran: list[bool] = []
+
+    def in_loop_thread() -> None:
+        if threading.current_thread() is threading.main_thread():
+            func()
+            ran.append(True)
+
+    try:
+        from anyio import from_thread
+
+        from_thread.run_sync(in_loop_thread)
+    except Exception:  # noqa: BLE001 - no anyio, or not an anyio worker thread: unreachable
+        return False
+    return bool(ran)

@@ -13,6 +13,10 @@ ALIAS_DELETED = ("model_version_alias", "deleted")
 VERSION_DELETED = ("model_version", "deleted")
 MODEL_DELETED = ("registered_model", "deleted")
 MODEL_RENAMED = ("registered_model", "renamed")
+MODEL_TAG_SET = ("registered_model_tag", "set")
+MODEL_TAG_DELETED = ("registered_model_tag", "deleted")
+VERSION_TAG_SET = ("model_version_tag", "set")
+VERSION_TAG_DELETED = ("model_version_tag", "deleted")
 
 
 @dataclass(frozen=True)
@@ -59,3 +63,21 @@ def model_deleted(name: str) -> Event:
 
 def model_renamed(name: str, new_name: str) -> Event:
     return Event(*MODEL_RENAMED, {"name": name, "new_name": new_name})
+
+
+# Tag events carry the key and the new value; a deletion has no value (as MLflow's own webhook).
+def model_tag_set(name: str, key: str, value: str) -> Event:
+    return Event(*MODEL_TAG_SET, {"name": name, "key": key, "value": value})
+
+
+def model_tag_deleted(name: str, key: str) -> Event:
+    return Event(*MODEL_TAG_DELETED, {"name": name, "key": key})
+
+
+def version_tag_set(name: str, version: str, key: str, value: str) -> Event:
+    return Event(*VERSION_TAG_SET,
+                 {"name": name, "version": str(version), "key": key, "value": value})
+
+
+def version_tag_deleted(name: str, version: str, key: str) -> Event:
+    return Event(*VERSION_TAG_DELETED, {"name": name, "version": str(version), "key": key})

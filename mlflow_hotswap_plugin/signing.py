@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
+import uuid
 from collections.abc import Iterable
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
@@ -31,6 +33,21 @@ def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     signed = _utf8(f"{delivery_id}.{timestamp}.") + body
     digest = hmac.new(_utf8(secret), signed, hashlib.sha256).digest()
     return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode('ascii')}"
+
+
+def headers(body: bytes, secret: str | None, delivery_id: str | None = None,
+            timestamp: int | str | None = None) -> dict[str, str]:
+    """The headers of one signed delivery of `body`: its id, a timestamp and the signature.
+
+    A fresh id and the current time unless given (a retry keeps its id and takes a new time);
+    no signature header without a secret.
+    """
+    delivery_id = str(uuid.uuid4()) if delivery_id is None else delivery_id
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    signed = {DELIVERY_ID_HEADER: delivery_id, TIMESTAMP_HEADER: stamp}
+    if secret is not None:
+        signed[SIGNATURE_HEADER] = sign(secret, delivery_id, stamp, body)
+    return signed
 
 
 def verify(secrets: str | Iterable[str], delivery_id: str, timestamp: str, body: bytes,

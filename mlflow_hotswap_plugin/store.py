@@ -4,7 +4,7 @@
 MLflow itself would have built for `postgresql://...` (SqlAlchemyStore, its workspace-aware
 variant, or FileStore). Being that class keeps every `isinstance` check in MLflow true, so native
 webhooks, the UI and every REST endpoint behave exactly as without the plugin. Each change listed
-in DESIGN.md calls the real method first and emits only once it has returned.
+in docs/contract.md ("Events") calls the real method first and emits only once it has returned.
 
 A stage transition's event needs the stage the version left and, with archive_existing_versions,
 the versions MLflow archived in the same transaction (it returns only the promoted one). A SQL
@@ -20,7 +20,7 @@ from typing import Any
 from mlflow.store.model_registry.abstract_store import AbstractStore
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-from mlflow_hotswap_plugin import compat, events, stage_changes
+from mlflow_hotswap_plugin import compat, events, exit_hooks, stage_changes
 from mlflow_hotswap_plugin.notifier import Notifier
 from mlflow_hotswap_plugin.settings import TARGETS, Settings, redact
 
@@ -44,6 +44,12 @@ def _real_store_class(uri: str) -> tuple[type[AbstractStore], dict[str, Any]]:
         return FileStore, {}
     compat.check_db_uri(uri)  # raises MLflow's own error for an unsupported scheme
     return compat.sql_store_class(), compat.sql_store_kwargs()
+
+
+def _number(version: Any) -> str:
+    """A version as MLflow shows it: "01" (which MLflow accepts) is version "1"."""
+    text = str(version).strip()
+    return str(int(text)) if text.isdigit() else text
 
 
 _classes: dict[type[AbstractStore], type[HotswapRegistryStore]] = {}
@@ -81,9 +87,17 @@ class HotswapRegistryStore(AbstractStore):
         if notifier.targets:
             logger.info("mlflow-hotswap: notifying %d target(s) of registry changes",
                         len(notifier.targets))
+            # Deliveries still queued when the process ends are logged, not lost in silence.
+            exit_hooks.watch(notifier)
         else:
             logger.warning("mlflow-hotswap: %s is not set; registry changes notify no one",
                            TARGETS)
+
+    def close(self, timeout: float = exit_hooks.EXIT_GRACE) -> None:
+        """Give queued deliveries `timeout` seconds, log what is dropped, and release the exit
+        hooks this store installed (the last store to close restores the previous ones)."""
+        exit_hooks.unwatch(self.notifier)
+        self.notifier.close(timeout)
 
     def _real(self) -> Any:
         """The real store's methods (MLflow's are untyped: Any keeps that in one place)."""
@@ -139,6 +153,24 @@ class HotswapRegistryStore(AbstractStore):
         result = self._real().rename_registered_model(name, new_name)
         self._emit(events.model_renamed(name, new_name))
         return result
+
+    # Same signatures from MLflow 2.16 to 3.x: `tag` is a RegisteredModelTag / ModelVersionTag.
+    # A prompt's tags (3.x) go through these too: a prompt is a registered model in the store.
+    def set_registered_model_tag(self, name: str, tag: Any) -> None:
+        self._real().set_registered_model_tag(name, tag)
+        self._emit(events.model_tag_set(name, str(tag.key), str(tag.value)))
+
+    def delete_registered_model_tag(self, name: str, key: str) -> None:
+        self._real().delete_registered_model_tag(name, key)
+        self._emit(events.model_tag_deleted(name, key))
+
+    def set_model_version_tag(self, name: str, version: str, tag: Any) -> None:
+        self._real().set_model_version_tag(name, version, tag)
+        self._emit(events.version_tag_set(name, _number(version), str(tag.key), str(tag.value)))
+
+    def delete_model_version_tag(self, name: str, version: str, key: str) -> None:
+        self._real().delete_model_version_tag(name, version, key)
+        self._emit(events.version_tag_deleted(name, _number(version), key))
 
     # -- helpers ------------------------------------------------------------------------------
 

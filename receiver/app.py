@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, service: Service | None = None) -> Starlette:
-    """The ASGI app. With no arguments, configured from the environment (DESIGN.md), so
+    """The ASGI app. With no arguments, configured from the environment (docs/contract.md), so
     `uvicorn --factory receiver.app:create_app` works as well as `mlflow-hotswap-receiver`."""
     if service is None:
         service = Service(settings or Settings.from_env())

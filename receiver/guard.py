@@ -19,7 +19,7 @@ from typing import Literal
 
 from receiver.metrics import Metrics
 from receiver.redact import scrub
-from receiver.registry import LoadedModel, ModelLoadFailed, ModelNotFound, Registry
+from receiver.registry import LoadedModel, ModelLoadFailed, ModelNotFound, RegistryLike
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class LoadTimedOut(ModelLoadFailed):
 
 
 class LoadGuard:
-    def __init__(self, registry: Registry, timeout: float, metrics: Metrics,
+    def __init__(self, registry: RegistryLike, timeout: float, metrics: Metrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._registry = registry
         self._timeout = timeout

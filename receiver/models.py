@@ -24,7 +24,7 @@ from receiver.guard import LoadGuard
 from receiver.loader import FastModelLoader
 from receiver.metrics import Metrics
 from receiver.references import Reference
-from receiver.registry import LoadedModel, ModelSnapshot, Registry
+from receiver.registry import LoadedModel, ModelSnapshot, RegistryLike
 from receiver.settings import Settings
 from receiver.shares import ShareReader, Shares
 
@@ -57,7 +57,7 @@ class RefreshResult:
 
 
 class Models:
-    def __init__(self, settings: Settings, registry: Registry, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, registry: RegistryLike, metrics: Metrics) -> None:
         self._settings = settings
         self._registry = registry
         self._metrics = metrics

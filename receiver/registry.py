@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import mlflow.pyfunc
 from mlflow import MlflowClient
@@ -98,6 +98,19 @@ _MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
+
+
+class RegistryLike(Protocol):
+    """What the receiver's parts ask of a registry: `Registry` asks MLflow, tests pass a fake.
+    Every method blocks: call them through `threads.run`."""
+
+    def snapshot(self, name: str) -> ModelSnapshot: ...
+
+    def load(self, name: str, version: str) -> LoadedModel: ...
+
+    def release(self, model: LoadedModel) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Registry:

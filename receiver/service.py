@@ -8,7 +8,7 @@ from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
 from receiver.models import Models
 from receiver.pinning import PinnedModels
-from receiver.registry import Registry
+from receiver.registry import Registry, RegistryLike
 from receiver.rollout import Router
 from receiver.settings import Settings
 from receiver.shadow import ShadowScorer
@@ -18,12 +18,12 @@ from receiver.webhooks import WebhookVerifier
 
 
 class Service:
-    def __init__(self, settings: Settings, registry: Registry | None = None,
+    def __init__(self, settings: Settings, registry: RegistryLike | None = None,
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.limiters = Limiters.create(settings.predict_threads)
-        self.registry = registry or Registry(settings)
+        self.registry: RegistryLike = registry or Registry(settings)
         self.models = Models(settings, self.registry, self.metrics)
         self.updater = ModelUpdater(settings, self.models, self.limiters.model_work)
         self.pinned = PinnedModels(self.models, self.limiters.model_work, self.metrics)

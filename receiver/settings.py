@@ -1,4 +1,5 @@
-"""The one place that reads the receiver's environment variables.
+"""The one place that reads the receiver's environment variables (docs/contract.md, "Receiver
+settings").
 
 Each variable is declared once, beside its field: name, how it is read, bounds and meaning
 (`mlflow_hotswap_plugin.env`). Its help is what `mlflow-hotswap-receiver --help` and the

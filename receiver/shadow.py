@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 # HOTSWAP_BATCH_MAX_ROWS rows.
 MAX_SHADOWS_PER_CALL = 256
 # How long shadows gather before a call: a merged call costs about what a lone one does, so
-# this divides the shadow's share of the CPU by the requests per linger (bench/ part 1).
+# this divides the shadow's share of the CPU by the requests per linger (bench/rollout.py
+# measures what a shadow costs the primary).
 LINGER_SECONDS = 0.05
 # While requests wait in the lane, look again this soon: the lane empties between its calls.
 BUSY_RECHECK_SECONDS = 0.002

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the benchmarks (issue 5) and write bench/REPORT.md; `--smoke` for a quick check.
+# Run the benchmarks and write bench/REPORT.md; `--smoke` for a quick check.
 # Installs wrk with apt-get when it is missing (as root). See bench/README.md.
 source "$(dirname "$0")/setup-env.sh"
 cd "$ROOT"

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mlflow_hotswap_plugin import notifier
+from mlflow_hotswap_plugin import targets
 from mlflow_hotswap_plugin.fleet.exposition import Samples, parse
 
 TIMEOUT_SECONDS = 2.0
@@ -40,7 +40,7 @@ def expand(urls: Iterable[str]) -> list[Replica]:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host = parts.hostname or ""
         try:
-            addresses = notifier.resolve(host, port)
+            addresses = targets.resolve(host, port)
         except OSError as exc:
             found.setdefault(url, Replica(url, host, f"cannot resolve {host}: {exc}"))
             continue

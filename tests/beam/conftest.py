@@ -10,8 +10,8 @@ import pytest
 
 from examples.beam import handler
 from examples.processes import free_port, promote
-from tests.integration.conftest import PluginStack
 from tests.support.models import register_sklearn_model
+from tests.support.stack import PluginStack
 
 SECRET = "beam-test-secret"
 

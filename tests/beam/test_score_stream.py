@@ -16,8 +16,8 @@ from examples.beam import score_stream
 from examples.processes import promote, wait_until
 from tests.beam.conftest import SECRET
 from tests.beam.streams import StreamFiles, start_stream
-from tests.integration.conftest import PluginStack
 from tests.support.models import register_broken_model, register_sklearn_model
+from tests.support.stack import PluginStack
 
 pytestmark = pytest.mark.beam
 

@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from examples.beam import train
-from tests.integration.conftest import PluginStack
+from tests.support.stack import PluginStack
 
 pytestmark = pytest.mark.beam
 

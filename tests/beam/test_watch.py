@@ -14,8 +14,8 @@ from apache_beam.utils.timestamp import Timestamp
 from examples.beam.handler import KeyedMlflowModelHandler, MlflowModelHandler
 from examples.beam.runners import local_options
 from examples.beam.watch import Follow, WatchMlflowRegistry
-from tests.integration.conftest import PluginStack
 from tests.support.models import FEATURES, register_broken_model, training_frame
+from tests.support.stack import PluginStack
 
 pytestmark = pytest.mark.beam
 

@@ -29,10 +29,10 @@ from examples.processes import (
     start_receiver,
     wait_until,
 )
-from tests.integration.conftest import ReceiverFactory, served_version, serves, start_plain_mlflow
 from tests.support.hung import hung_server
 from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
 from tests.support.proxy import mlflow_proxy
+from tests.support.stack import ReceiverFactory, served_version, serves, start_plain_mlflow
 
 QUIET = {"MODEL_UPDATE_INTERVAL": 600}
 

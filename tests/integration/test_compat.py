@@ -18,8 +18,8 @@ import requests
 from mlflow import MlflowClient
 
 from examples.processes import Process, wait_until
-from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.capture import CaptureServer, capture_server
+from tests.support.stack import PluginStack, ReceiverSpec, served_version
 
 pytestmark = pytest.mark.compat
 
@@ -83,3 +83,23 @@ def test_alias_set_and_delete_are_pushed(stack: Stack) -> None:
     assert created.data == {"name": MODEL, "alias": "champion", "version": "1"}
     assert deleted.data == {"name": MODEL, "alias": "champion"}
     assert created.signature_ok is True and deleted.signature_ok is True
+
+
+def test_tag_set_and_delete_are_pushed(stack: Stack) -> None:
+    stack.client.set_registered_model_tag(MODEL, "hotswap.canary_percent", "10")
+    stack.client.delete_registered_model_tag(MODEL, "hotswap.canary_percent")
+    stack.client.set_model_version_tag(MODEL, "1", "hotswap.rollout", "running at 10 %")
+    stack.client.delete_model_version_tag(MODEL, "1", "hotswap.rollout")
+    stack.capture.wait_for("model_version_tag.deleted")
+    tags = [(d.event, d.data, d.signature_ok) for d in stack.capture.accepted()
+            if d.event.split(".")[0] in ("registered_model_tag", "model_version_tag")]
+    assert tags == [
+        ("registered_model_tag.set",
+         {"name": MODEL, "key": "hotswap.canary_percent", "value": "10"}, True),
+        ("registered_model_tag.deleted", {"name": MODEL, "key": "hotswap.canary_percent"}, True),
+        ("model_version_tag.set",
+         {"name": MODEL, "version": "1", "key": "hotswap.rollout", "value": "running at 10 %"},
+         True),
+        ("model_version_tag.deleted", {"name": MODEL, "version": "1", "key": "hotswap.rollout"},
+         True),
+    ]

@@ -26,9 +26,9 @@ import requests
 from mlflow import MlflowClient
 
 from examples.processes import Process, free_port, port_open, wait_until
-from tests.integration.conftest import PluginStack, ReceiverSpec
 from tests.support.models import register_challenger, register_sklearn_model, sample_rows
 from tests.support.registry import fake_dns_env
+from tests.support.stack import PluginStack, ReceiverSpec
 
 MODEL = "fleet-model"
 SECRET = "fleet-secret"

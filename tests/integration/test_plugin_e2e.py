@@ -29,9 +29,9 @@ from examples.processes import (
     start_receiver,
     wait_until,
 )
-from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.capture import CaptureServer, capture_server
 from tests.support.registry import fake_dns_env, ui_delete_alias, ui_set_alias, ui_transition
+from tests.support.stack import PluginStack, ReceiverSpec, served_version
 
 MODEL = "e2e-model"
 SECRET = "e2e-plugin-secret"

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import pytest
 
 from examples.processes import Process, wait_until
-from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
 from tests.support.capture import CaptureServer, capture_server
 from tests.support.postgres import PostgresServer
 from tests.support.registry import postgres_database, ui_delete_alias, ui_set_alias, ui_transition
+from tests.support.stack import PluginStack, ReceiverSpec, served_version
 
 pytestmark = pytest.mark.postgres
 

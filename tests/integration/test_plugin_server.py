@@ -114,6 +114,28 @@ def test_client_changes_are_pushed(server: Process, capture: CaptureServer,
     ]
 
 
+def test_tag_changes_are_pushed_signed(server: Process, capture: CaptureServer,
+                                       client: MlflowClient) -> None:
+    light_versions(server.url, "tags", 1)
+    client.set_registered_model_tag("tags", "hotswap.canary_percent", "25")
+    client.delete_registered_model_tag("tags", "hotswap.canary_percent")
+    client.set_model_version_tag("tags", "1", "hotswap.rollout", "running at 25 %")
+    client.delete_model_version_tag("tags", "1", "hotswap.rollout")
+    capture.wait_for("model_version_tag.deleted", of_model("tags"))
+    seen = [(d.event, d.data, d.signature_ok) for d in capture.accepted(where=of_model("tags"))]
+    assert seen == [
+        ("registered_model_tag.set",
+         {"name": "tags", "key": "hotswap.canary_percent", "value": "25"}, True),
+        ("registered_model_tag.deleted",
+         {"name": "tags", "key": "hotswap.canary_percent"}, True),
+        ("model_version_tag.set",
+         {"name": "tags", "version": "1", "key": "hotswap.rollout", "value": "running at 25 %"},
+         True),
+        ("model_version_tag.deleted",
+         {"name": "tags", "version": "1", "key": "hotswap.rollout"}, True),
+    ]
+
+
 def test_a_failed_change_pushes_nothing(server: Process, capture: CaptureServer) -> None:
     light_versions(server.url, "failing", 1)
     response = requests.post(f"{server.url}/ajax-api/2.0/mlflow/model-versions/transition-stage",

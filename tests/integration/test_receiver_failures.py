@@ -5,8 +5,8 @@ from __future__ import annotations
 import requests
 
 from examples.processes import metric, promote, start_mlflow_server, wait_until
-from tests.integration.conftest import served_version
 from tests.support.models import register_broken_model, register_sklearn_model, sample_rows
+from tests.support.stack import served_version
 
 
 def test_a_broken_version_keeps_the_good_one_serving_and_is_retried(plain_mlflow,

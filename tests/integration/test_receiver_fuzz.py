@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from examples.processes import promote
-from tests.integration.conftest import ReceiverFactory
 from tests.support.models import FEATURES, register_sklearn_model, sample_rows
+from tests.support.stack import ReceiverFactory
 
 REQUESTS = 2500
 TIME_BUDGET = 150.0  # seconds; the fuzzer stops early rather than slow the suite

@@ -10,27 +10,17 @@ from mlflow import MlflowClient
 
 from examples.client import PredictionClient
 from examples.processes import metric, promote, wait_until
-from mlflow_hotswap_plugin import events
-from mlflow_hotswap_plugin.signing import (
-    DELIVERY_ID_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    sign,
-)
-from tests.integration.conftest import served_version
+from mlflow_hotswap_plugin import events, signing
 from tests.support.models import register_sklearn_model, sample_rows
+from tests.support.stack import served_version
 
 SECRET = "integration-secret"
 
 
 def signed_post(url: str, body: bytes, secret: str = SECRET, timestamp: int | None = None,
                 delivery_id: str | None = None) -> requests.Response:
-    import time
-
-    delivery_id = delivery_id or str(uuid.uuid4())
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    headers = {"Content-Type": "application/json", DELIVERY_ID_HEADER: delivery_id,
-               TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(secret, delivery_id, ts, body)}
+    headers = {"Content-Type": "application/json",
+               **signing.headers(body, secret, delivery_id, timestamp)}
     return requests.post(url + "/webhooks/mlflow", data=body, headers=headers, timeout=5)
 
 

@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from examples.processes import Process, metric, promote, start_receiver, wait_until
-from tests.integration.conftest import ReceiverFactory, served_version
 from tests.support.models import FEATURES, register_gated_model, register_tree_regressor
+from tests.support.stack import ReceiverFactory, served_version
 
 JSON = "application/json"
 

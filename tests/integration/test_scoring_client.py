@@ -11,8 +11,8 @@ from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from mlflow.version import VERSION
 
 from examples.processes import Process, promote
-from tests.integration.conftest import ReceiverFactory
 from tests.support.models import FEATURES, register_sklearn_model, training_frame
+from tests.support.stack import ReceiverFactory
 
 pytestmark = pytest.mark.compat
 

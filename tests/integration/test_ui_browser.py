@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from examples.processes import Process, wait_until
-from tests.integration.conftest import PluginStack, ReceiverSpec, served_version
+from tests.support.stack import PluginStack, ReceiverSpec, served_version
 
 pytestmark = pytest.mark.compat
 

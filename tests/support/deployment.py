@@ -27,16 +27,18 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 K8S = EXAMPLES / "k8s"
 
-# DESIGN.md's tables: the contract the files are written against.
+# docs/contract.md's tables: the contract the files are written against.
 RECEIVER_VARS = {"MLFLOW_TRACKING_URI", "MODEL_NAME", "MODEL_STAGE", "MODEL_ALIAS",
                  "MODEL_CACHE_SIZE", "MODEL_UPDATE_INTERVAL", "HOTSWAP_WEBHOOK_SECRET",
                  "HOTSWAP_ADMIN_TOKEN"}
 PLUGIN_VARS = {"HOTSWAP_TARGETS", "HOTSWAP_WEBHOOK_SECRET", "HOTSWAP_TIMEOUT",
                "HOTSWAP_MAX_RETRIES"}
-DESIGN_METRICS = {"hotswap_model_version", "hotswap_model_cache_hits_total",
-                  "hotswap_model_cache_misses_total", "hotswap_model_load_duration_seconds_bucket",
-                  "hotswap_model_update_errors_total", "hotswap_model_reloads_total",
-                  "hotswap_prediction_duration_seconds_bucket", "hotswap_webhook_requests_total"}
+CONTRACT_METRICS = {"hotswap_model_version", "hotswap_model_cache_hits_total",
+                    "hotswap_model_cache_misses_total",
+                    "hotswap_model_load_duration_seconds_bucket",
+                    "hotswap_model_update_errors_total", "hotswap_model_reloads_total",
+                    "hotswap_prediction_duration_seconds_bucket",
+                    "hotswap_webhook_requests_total"}
 RECEIVER_COMMAND = ["mlflow-hotswap-receiver", "--host", "0.0.0.0", "--port", "8000"]
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"instance", "job"}

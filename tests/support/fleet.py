@@ -1,6 +1,6 @@
 """Fakes for the fleet controller's unit tests: an in-memory registry client (the calls the
-controller makes, logged in order), replicas whose pages come from the receiver's real metric
-objects, and a clock that moves only when slept on."""
+controller makes, logged in order) and replicas whose pages come from the receiver's real metric
+objects. The clock is tests/support/fakes.py's `ManualClock`."""
 
 from __future__ import annotations
 
@@ -14,17 +14,6 @@ from mlflow_hotswap_plugin.fleet.analysis import METRICS
 from mlflow_hotswap_plugin.fleet.exposition import Samples, parse
 from mlflow_hotswap_plugin.fleet.replicas import Page, Replica
 from receiver.metrics import Metrics
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

@@ -7,8 +7,8 @@ The same cases against real processes (MLflow, uvicorn) live in tests/integratio
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,10 +19,11 @@ from starlette.testclient import TestClient
 from examples.processes import wait_until
 from mlflow_hotswap_plugin.signing import DELIVERY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from receiver.app import create_app
-from receiver.registry import LoadedModel, ModelNotFound, ModelSnapshot
+from receiver.registry import ModelNotFound
 from receiver.service import Service
 from receiver.settings import Settings
 from receiver.webhooks import MAX_NOTIFICATION_BYTES
+from tests.support.fakes import FakeRegistry
 
 BODY = {"dataframe_split": {"columns": ["a"], "data": [[1.0], [2.0]]}}
 ADMIN_TOKEN = "admin-token"
@@ -39,38 +40,20 @@ class OnesModel:
         return [1] * len(data)
 
 
-class FakeRegistry:
-    """Stands in for MLflow: version `pointer` of "m" is served; versions 404 and 500 of it
-    are missing and broken; version 502 cannot be fetched."""
-
-    def __init__(self, pointer: str | None) -> None:
-        self.pointer = pointer
-
-    def snapshot(self, name: str) -> ModelSnapshot:
-        return ModelSnapshot(stages={"production": self.pointer} if self.pointer else {})
-
-    def load(self, name: str, version: str) -> LoadedModel:
-        if version == "404":
-            raise ModelNotFound(f"Model {name!r} has no version {version!r}.")
-        if version == "500":
-            raise RuntimeError("the model's code raised on load")
-        if version == "502":
-            raise MlflowException("connection refused")
-        return LoadedModel(name=name, version=version, pyfunc=OnesModel(),  # type: ignore[arg-type]
-                           input_schema=None, local_path=Path("/nonexistent"), run_id=None,
-                           load_seconds=0.0)
-
-    def release(self, model: LoadedModel) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+def registry(pointer: str | None) -> FakeRegistry:
+    """Version `pointer` of "m" is served; versions 404 and 500 of it are missing and broken;
+    version 502 cannot be fetched."""
+    fake = FakeRegistry(pointer, pyfunc=lambda version: OnesModel())
+    fake.behaviour = {"404": ModelNotFound("Model 'm' has no version '404'."),
+                      "500": RuntimeError("the model's code raised on load"),
+                      "502": MlflowException("connection refused")}
+    return fake
 
 
 def make_client(pointer: str | None, **settings: Any) -> Iterator[tuple[TestClient, Service]]:
     service = Service(Settings(tracking_uri="http://unused", model_names=("m",),
                                max_body_bytes=MAX_BODY, **settings),
-                      registry=FakeRegistry(pointer))  # type: ignore[arg-type]
+                      registry=registry(pointer))
     with TestClient(create_app(service=service), raise_server_exceptions=False) as client:
         if pointer is not None:
             wait_until(lambda: service.models.served("m") is not None, timeout=10,
@@ -242,3 +225,95 @@ def test_nothing_served_is_not_ready_and_unhealthy(empty: tuple[TestClient, Serv
     assert ready.status_code == 503 and int(ready.headers["Retry-After"]) >= 1
     assert test_client.get("/health").json()["model_loaded"] is False
     assert test_client.get("/health/live").status_code == 200
+
+
+# Loads that fail every way a model's code or MLflow can make them fail, behind an MLflow URI
+# that carries a password: a fresh app per test, since the tests count loads.
+SECRET_URI = "http://alice:hunter2-pw@127.0.0.1:9"
+FailingLoads = tuple[TestClient, FakeRegistry]
+
+
+@pytest.fixture
+def failing_loads() -> Iterator[FailingLoads]:
+    """Version 1 served; pinned version 2 calls sys.exit, 3 hangs past the load timeout, 4
+    fails with the URI in MLflow's error text, 5 does not exist."""
+    registry = FakeRegistry()
+    hang = threading.Event()
+    mlflow_error = MlflowException(f"API request to {SECRET_URI}/api/2.0/mlflow failed")
+    registry.behaviour = {"2": SystemExit(2), "3": hang, "4": mlflow_error,
+                          "5": ModelNotFound("Model 'm' has no version '5'.")}
+    settings = Settings(tracking_uri=SECRET_URI, model_names=("m",), load_timeout=0.5,
+                        update_interval=600)
+    app = create_app(service=Service(settings, registry=registry))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        # The startup load runs in the background: wait for it, so no test races it.
+        wait_until(lambda: client.get("/health/ready").status_code == 200, timeout=30,
+                   message="version 1 served")
+        yield client, registry
+    hang.set()
+    assert registry.closed
+
+
+def pinned(client: TestClient, version: str) -> tuple[int, dict[str, str]]:
+    reply = client.post(f"/models/m/versions/{version}/invocations", content=b"{}",
+                        headers={"content-type": "application/json"})
+    return reply.status_code, reply.json()
+
+
+def test_a_notification_over_64_kib_is_413_before_any_work(failing_loads: FailingLoads) -> None:
+    client, _ = failing_loads
+    big = b"x" * (MAX_NOTIFICATION_BYTES + 1)
+    assert client.post("/webhooks/mlflow", content=big).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the stream is counted
+        for _ in range(80):
+            yield b"x" * 1024
+
+    reply = client.post("/webhooks/mlflow", content=chunks())
+    assert (reply.status_code, reply.json()["error_code"]) == (413, "REQUEST_TOO_LARGE")
+    metrics = client.get("/metrics").text
+    assert 'hotswap_webhook_requests_total{outcome="too_large"} 2.0' in metrics
+
+
+@pytest.mark.parametrize("spelling", ["01", "001", "0001", "%D9%A1", "1.0", "+1"])
+def test_a_non_canonical_version_is_404_and_loads_nothing(failing_loads: FailingLoads,
+                                                          spelling: str) -> None:
+    client, registry = failing_loads
+    status, body = pinned(client, spelling)
+    assert (status, body["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+    assert registry.loads == ["1"]  # only the startup load
+
+
+def test_sys_exit_in_a_pinned_load_is_502_remembered_and_shown(failing_loads: FailingLoads) -> None:
+    client, registry = failing_loads
+    status, body = pinned(client, "2")
+    assert (status, body["error_code"]) == (502, "MODEL_LOAD_FAILED")
+    assert "SystemExit" in body["message"]
+    assert pinned(client, "2")[0] == 502
+    assert registry.loads.count("2") == 1  # the second answer came from the negative cache
+    health = client.get("/health").json()
+    assert health["load_failures"]["exit"] == 1
+    assert "SystemExit" in health["last_load_failure"]
+    assert client.post("/invocations", content=b"{}",
+                       headers={"content-type": "application/json"}).status_code != 500
+
+
+def test_a_hung_pinned_load_is_abandoned_and_shown(failing_loads: FailingLoads) -> None:
+    client, _ = failing_loads
+    status, body = pinned(client, "3")
+    assert (status, body["error_code"]) == (502, "MODEL_LOAD_FAILED")
+    assert "HOTSWAP_LOAD_TIMEOUT" in body["message"]
+    health = client.get("/health").json()
+    assert health["abandoned_loads"] == ["m version 3"]
+    assert health["load_failures"]["timeout"] == 1
+    assert 'hotswap_model_load_failures_total{reason="timeout"} 1.0' in client.get(
+        "/metrics").text
+
+
+def test_mlflow_error_texts_lose_their_password(failing_loads: FailingLoads) -> None:
+    client, _ = failing_loads
+    status, body = pinned(client, "4")
+    assert (status, body["error_code"]) == (502, "MLFLOW_UNAVAILABLE")
+    assert "hunter2" not in body["message"] and "alice:***@" in body["message"]
+    assert pinned(client, "5")[0] == 404
+    assert "hunter2" not in client.get("/health").text

@@ -4,7 +4,6 @@ counted against the canary. A body the primary refuses too stays a 400, counted 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +12,10 @@ from starlette.testclient import TestClient
 from examples.processes import wait_until
 from receiver.app import create_app
 from receiver.references import Share
-from receiver.registry import LoadedModel
 from receiver.service import Service
 from receiver.settings import Settings
-from tests.unit.test_endpoints_rollout import CHALLENGER, Registry, VersionModel, sample
+from tests.support.fakes import FakeRegistry
+from tests.unit.test_endpoints_rollout import CHALLENGER, VersionModel, sample
 
 POISON = 13.0  # the canary fails on any body holding this value
 
@@ -33,22 +32,13 @@ class PickyModel(VersionModel):
         return super().predict(data, params)
 
 
-class PickyRegistry(Registry):
-    def load(self, name: str, version: str) -> LoadedModel:
-        self.loads.append(version)
-        return LoadedModel(name=name, version=version,
-                           pyfunc=PickyModel(version),  # type: ignore[arg-type]
-                           input_schema=None, local_path=Path("/nonexistent"), run_id=None,
-                           load_seconds=0.0)
-
-
 @pytest.fixture
 def client() -> Iterator[tuple[TestClient, Service]]:
-    registry = PickyRegistry()
+    registry = FakeRegistry(pyfunc=PickyModel)
     registry.pointers = {CHALLENGER: "2"}
     settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=600,
                         canary=Share(CHALLENGER, 100.0))
-    service = Service(settings, registry=registry)  # type: ignore[arg-type]
+    service = Service(settings, registry=registry)
     with TestClient(create_app(service=service)) as test_client:
         wait_until(lambda: service.models.held("m", CHALLENGER) is not None, timeout=30,
                    message="the canary loaded")

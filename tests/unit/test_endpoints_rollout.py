@@ -5,7 +5,6 @@ predictions are their version number, so an answer tells who made it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +13,10 @@ from starlette.testclient import TestClient
 from examples.processes import wait_until
 from receiver.app import create_app
 from receiver.references import Reference, Share
-from receiver.registry import LoadedModel
 from receiver.service import Service
 from receiver.settings import Settings
 from receiver.shares import CANARY_TAG
-from tests.unit.test_updater_rollout import RolloutRegistry
+from tests.support.fakes import FakeRegistry
 
 CHALLENGER = Reference("alias", "challenger")
 STAGING = Reference("stage", "Staging")
@@ -35,23 +33,14 @@ class VersionModel:
         return [self.version] * len(data)
 
 
-class Registry(RolloutRegistry):
-    def load(self, name: str, version: str) -> LoadedModel:
-        self.loads.append(version)
-        return LoadedModel(name=name, version=version,
-                           pyfunc=VersionModel(version),  # type: ignore[arg-type]
-                           input_schema=None, local_path=Path("/nonexistent"), run_id=None,
-                           load_seconds=0.0)
-
-
 @pytest.fixture
 def client() -> Iterator[tuple[TestClient, Service]]:
-    registry = Registry()
+    registry = FakeRegistry(pyfunc=VersionModel)
     registry.pointers = {CHALLENGER: "2", STAGING: "3"}
     settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=600,
                         prewarm=(STAGING,), canary=Share(CHALLENGER, 30.0),
                         shadow=Share(STAGING, 100.0))
-    service = Service(settings, registry=registry)  # type: ignore[arg-type]
+    service = Service(settings, registry=registry)
     with TestClient(create_app(service=service)) as test_client:
         models = service.models
         # The startup refresh runs in the background: wait for it, not for a first request.
@@ -127,12 +116,12 @@ def test_current_shows_prewarmed_canary_and_shadow(client: tuple[TestClient, Ser
 
 
 def test_a_share_from_the_registry_tag_moves_on_a_tag_notification() -> None:
-    registry = Registry()
+    registry = FakeRegistry(pyfunc=VersionModel)
     registry.pointers = {CHALLENGER: "2"}
     registry.tags = {CANARY_TAG: "100"}
     settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=600,
                         canary=Share(CHALLENGER, None))
-    service = Service(settings, registry=registry)  # type: ignore[arg-type]
+    service = Service(settings, registry=registry)
     with TestClient(create_app(service=service)) as http:
         wait_until(lambda: service.models.held("m", CHALLENGER) is not None, timeout=30,
                    message="the challenger loaded")

@@ -58,7 +58,7 @@ def test_compose_receiver_environment_is_what_the_receiver_reads(
     env = service(compose, "receiver")["environment"]
 
     settings, read = receiver_settings(env)
-    assert read >= RECEIVER_VARS, f"in DESIGN.md, never read: {sorted(RECEIVER_VARS - read)}"
+    assert read >= RECEIVER_VARS, f"in the contract, never read: {sorted(RECEIVER_VARS - read)}"
     check_environment_is_read(env, read)
     assert settings.model_names == (train_model.DEFAULT_MODEL_NAME,)
     assert settings.stage == "Production" and settings.alias is None

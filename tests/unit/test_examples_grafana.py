@@ -1,4 +1,5 @@
-"""The Grafana dashboard and the metrics DESIGN.md names, against what the receiver exports."""
+"""The Grafana dashboard and the metrics docs/contract.md names, against what the receiver
+exports."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.deployment import (
-    DESIGN_METRICS,
+    CONTRACT_METRICS,
     EXAMPLES,
     TARGET_LABELS,
 )
@@ -27,8 +28,9 @@ def dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
     return exprs
 
 
-def test_design_metrics_are_exported_by_the_receiver(exported: dict[str, set[str]]) -> None:
-    assert set(exported) >= DESIGN_METRICS, sorted(DESIGN_METRICS - set(exported))
+def test_the_contract_s_metrics_are_exported_by_the_receiver(exported: dict[str, set[str]]
+                                                             ) -> None:
+    assert set(exported) >= CONTRACT_METRICS, sorted(CONTRACT_METRICS - set(exported))
     assert "trigger" in exported["hotswap_model_reloads_total"]
     assert "outcome" in exported["hotswap_webhook_requests_total"]
     assert "model" in exported["hotswap_model_version"]

@@ -23,7 +23,8 @@ from mlflow_hotswap_plugin.fleet.state import (
     RolloutTags,
     resumable_at,
 )
-from tests.support.fleet import FakeClock, FakeRegistryClient
+from tests.support.fakes import ManualClock
+from tests.support.fleet import FakeRegistryClient
 
 PLAN = Plan("m", "@challenger", "3", "2", steps=(5, 25, 100), step_seconds=1,
             promote_alias="champion")
@@ -47,8 +48,8 @@ class ScriptedRunner:
         return Figures(canary_requests=100, canary_errors=3 if broken else 0), broken
 
 
-def controller(client: FakeRegistryClient, clock: FakeClock | None = None) -> Controller:
-    clock = clock or FakeClock()
+def controller(client: FakeRegistryClient, clock: ManualClock | None = None) -> Controller:
+    clock = clock or ManualClock()
     lease = LeaseKeeper(client, "m", seconds=15, holder="me", clock=clock)  # type: ignore[arg-type]
     assert lease.take()
     tags = RolloutTags(client, "m", "3")  # type: ignore[arg-type]
@@ -92,7 +93,7 @@ def test_a_signal_records_where_it_stood_and_resume_reads_it() -> None:
 
 
 def test_an_abort_recorded_elsewhere_stops_the_controller() -> None:
-    client, clock = FakeRegistryClient(), FakeClock()
+    client, clock = FakeRegistryClient(), ManualClock()
     running = controller(client, clock)
     client.version_tags["3"] = {ROLLOUT_TAG: "aborted at 5 %: by request (--abort)"}
     clock.sleep(10)
@@ -101,7 +102,7 @@ def test_an_abort_recorded_elsewhere_stops_the_controller() -> None:
 
 
 def test_a_live_lease_is_respected_and_an_expired_one_is_not() -> None:
-    client, clock = FakeRegistryClient(), FakeClock()
+    client, clock = FakeRegistryClient(), ManualClock()
     first = LeaseKeeper(client, "m", seconds=15, holder="a", clock=clock)  # type: ignore[arg-type]
     second = LeaseKeeper(client, "m", seconds=15, holder="b", clock=clock)  # type: ignore[arg-type]
     assert first.take()

@@ -8,7 +8,7 @@ from typing import Any
 from mlflow_hotswap_plugin.fleet.analysis import LATENCY_BUCKETS, PREDICTIONS, figures
 from mlflow_hotswap_plugin.fleet.exposition import series
 from mlflow_hotswap_plugin.fleet.sources import PrometheusMetrics
-from tests.support.fleet import FakeClock
+from tests.support.fakes import ManualClock
 
 ANSWERS = {
     PREDICTIONS: [{"metric": {"model": "m", "version": "3", "role": "canary"},
@@ -44,7 +44,7 @@ class FakePrometheus:
 
 
 def test_increases_over_the_step_come_back_as_series() -> None:
-    clock, prometheus = FakeClock(), FakePrometheus()
+    clock, prometheus = ManualClock(), FakePrometheus()
     source = PrometheusMetrics("http://prometheus:9090/", session=prometheus,  # type: ignore[arg-type]
                                clock=clock)
     source.begin()

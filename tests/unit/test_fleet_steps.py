@@ -13,7 +13,8 @@ from mlflow_hotswap_plugin.fleet.plan import Plan
 from mlflow_hotswap_plugin.fleet.progress import Progress
 from mlflow_hotswap_plugin.fleet.replicas import Page
 from mlflow_hotswap_plugin.fleet.steps import StepRunner
-from tests.support.fleet import FakeClock, FakeReplica
+from tests.support.fakes import ManualClock
+from tests.support.fleet import FakeReplica
 
 Traffic = Callable[[int, list[FakeReplica]], None]
 
@@ -60,7 +61,7 @@ def healthy(poll: int, replicas: list[FakeReplica]) -> None:
 
 
 def runner(source: Recorded, plan: Plan = PLAN) -> StepRunner:
-    clock = FakeClock()
+    clock = ManualClock()
     return StepRunner(plan, source, Progress(io.StringIO()), tick=lambda: None, clock=clock,
                       sleep=clock.sleep)
 
@@ -147,7 +148,7 @@ def test_a_step_lasts_its_seconds_from_the_moment_its_share_was_set() -> None:
             replica.serve("2", "3", 50)
         healthy(poll, fleet_)
 
-    clock = FakeClock()
+    clock = ManualClock()
     steps = StepRunner(PLAN, Recorded(fleet(), late), Progress(io.StringIO()),
                        tick=lambda: None, clock=clock, sleep=clock.sleep)
     set_at = clock()

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.types import ColSpec, Schema
 
+from mlflow_hotswap_plugin import signing
 from mlflow_hotswap_plugin.signing import (
     DELIVERY_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    sign,
 )
 from receiver import scoring, shape
 from receiver.errors import DOMAIN_ERRORS
@@ -110,7 +110,7 @@ def notifications(draw: st.DrawFn) -> tuple[dict[str, str], bytes]:
         headers[TIMESTAMP_HEADER] = timestamp
     if delivery_id is not None and timestamp is not None and draw(st.booleans()):
         secret = draw(st.sampled_from(["s3cret", "old-secret", "wrong"]))
-        headers[SIGNATURE_HEADER] = sign(secret, delivery_id, timestamp, body)
+        headers = signing.headers(body, secret, delivery_id, timestamp)
     elif draw(st.booleans()):
         headers[SIGNATURE_HEADER] = draw(header_text)
     return headers, body

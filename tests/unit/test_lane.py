@@ -6,13 +6,12 @@ import asyncio
 import json
 import threading
 from collections.abc import Sized
-from pathlib import Path
 
 import pytest
 
-from receiver.registry import LoadedModel
 from receiver.service import Service
 from receiver.settings import Settings
+from tests.support.fakes import FakeRegistry, loaded_model
 
 REQUESTS = 12
 
@@ -36,12 +35,10 @@ class BlockingModel:
 def test_predictions_in_flight_never_exceed_the_limit(threads: int) -> None:
     settings = Settings(tracking_uri="http://unused", model_names=("m",),
                         predict_threads=threads)
-    service = Service(settings, registry=object())  # type: ignore[arg-type]
+    service = Service(settings, registry=FakeRegistry())
     lane, limiters = service.lane, service.limiters
     pyfunc = BlockingModel()
-    model = LoadedModel(name="m", version="1", pyfunc=pyfunc,  # type: ignore[arg-type]
-                        input_schema=None, local_path=Path("/nonexistent"), run_id=None,
-                        load_seconds=0.0)
+    model = loaded_model(pyfunc=pyfunc)
     body = json.dumps({"dataframe_split": {"columns": ["a"], "data": [[1], [2]]}}).encode()
 
     async def burst() -> list[bytes]:

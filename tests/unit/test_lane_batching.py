@@ -10,7 +10,6 @@ import asyncio
 import json
 import threading
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,6 +25,7 @@ from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
 from receiver.settings import Settings
 from receiver.threads import Limiters
+from tests.support.fakes import ManualClock, loaded_model
 
 JSON = scoring.JSON
 SKLEARN = "mlflow.sklearn"
@@ -56,14 +56,6 @@ class FakePyfunc:
         return out
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make_lane(pyfunc: FakePyfunc, clock: Callable[[], float] | None = None,
               schema: Schema | None = None,
               **settings: Any) -> tuple[ScoringLane, LoadedModel, Metrics, Limiters]:
@@ -71,9 +63,7 @@ def make_lane(pyfunc: FakePyfunc, clock: Callable[[], float] | None = None,
     metrics = Metrics(CollectorRegistry())
     limiters = Limiters.create(config.predict_threads)
     lane = ScoringLane(config, limiters, metrics, **({"clock": clock} if clock else {}))
-    model = LoadedModel(name="m", version="1", pyfunc=pyfunc,  # type: ignore[arg-type]
-                        input_schema=schema, local_path=Path("/nonexistent"), run_id=None,
-                        load_seconds=0.0)
+    model = loaded_model(pyfunc=pyfunc, input_schema=schema)
     return lane, model, metrics, limiters
 
 
@@ -283,7 +273,7 @@ def test_beyond_max_queue_a_request_is_refused_at_once() -> None:
 
 def test_a_request_past_its_deadline_is_answered_and_never_scored() -> None:
     pyfunc = FakePyfunc()
-    clock = Clock()
+    clock = ManualClock()
     lane, model, metrics, limiters = make_lane(pyfunc, clock=clock, request_timeout=30)
 
     async def scenario() -> list[Any]:

@@ -10,7 +10,8 @@ import time
 from receiver.pinning import PinnedModels
 from receiver.registry import LoadedModel
 from receiver.threads import Limiters
-from tests.unit.test_updater import FakeRegistry, make, run, running
+from tests.support.fakes import FakeRegistry
+from tests.support.updater import make, run, running
 
 RELEASE_SECONDS = 2.0
 

@@ -14,6 +14,7 @@ from receiver.metrics import Metrics
 from receiver.pinning import FAILED_TTL, PINNED_LOADS, PinnedLoadsBusy, PinnedModels
 from receiver.pinning import canonical_version as canonical
 from receiver.registry import ModelLoadFailed, ModelNotFound
+from tests.support.fakes import ManualClock
 
 
 class FakeModels:
@@ -40,15 +41,8 @@ class FakeModels:
         return version
 
 
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make() -> tuple[PinnedModels, FakeModels, Metrics, Clock]:
-    models, metrics, clock = FakeModels(), Metrics(), Clock()
+def make() -> tuple[PinnedModels, FakeModels, Metrics, ManualClock]:
+    models, metrics, clock = FakeModels(), Metrics(), ManualClock(100.0)
     pinned = PinnedModels(models, anyio.CapacityLimiter(4), metrics,  # type: ignore[arg-type]
                           clock=clock)
     return pinned, models, metrics, clock

@@ -7,16 +7,19 @@ from mlflow_hotswap_plugin.settings import ConfigError, Settings, redact
 
 def test_defaults_without_environment() -> None:
     settings = Settings.from_env({})
-    assert settings == Settings(targets=(), secrets=(), timeout=5.0, max_retries=3)
+    assert settings == Settings(targets=(), secrets=(), timeout=5.0, max_retries=3,
+                                max_addresses=10000)
     assert settings.secret is None
 
 
 def test_reads_every_variable() -> None:
     settings = Settings.from_env({
         "HOTSWAP_TARGETS": " http://a:8000/webhooks/mlflow , https://b/hook ,",
-        "HOTSWAP_WEBHOOK_SECRET": "s3cret", "HOTSWAP_TIMEOUT": "2.5", "HOTSWAP_MAX_RETRIES": "0"})
+        "HOTSWAP_WEBHOOK_SECRET": "s3cret", "HOTSWAP_TIMEOUT": "2.5", "HOTSWAP_MAX_RETRIES": "0",
+        "HOTSWAP_MAX_ADDRESSES": "20000"})
     assert settings.targets == ("http://a:8000/webhooks/mlflow", "https://b/hook")
     assert (settings.secret, settings.timeout, settings.max_retries) == ("s3cret", 2.5, 0)
+    assert settings.max_addresses == 20000
 
 
 def test_several_secrets_sign_with_the_first() -> None:
@@ -32,6 +35,8 @@ def test_several_secrets_sign_with_the_first() -> None:
      "HOTSWAP_TARGETS must be comma-separated http(s) URLs such as http://receiver:8000/"),
     ({"HOTSWAP_TARGETS": "http://a:port/x"}, "got 'http://a:port/x': Port could not be cast"),
     ({"HOTSWAP_TIMEOUT": "fast"}, "HOTSWAP_TIMEOUT must be a number, got 'fast'"),
+    ({"HOTSWAP_MAX_ADDRESSES": "0"}, "HOTSWAP_MAX_ADDRESSES must be 1 or more, got '0'"),
+    ({"HOTSWAP_MAX_ADDRESSES": "many"}, "HOTSWAP_MAX_ADDRESSES must be an integer, got 'many'"),
     ({"HOTSWAP_TIMEOUT": "0"}, "HOTSWAP_TIMEOUT must be a positive number"),
     ({"HOTSWAP_TIMEOUT": "-3"}, "HOTSWAP_TIMEOUT must be a positive number"),
     ({"HOTSWAP_TIMEOUT": "301"},

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, ModelVersionTag, RegisteredModelTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.file_store import FileStore
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
@@ -36,9 +36,11 @@ class RecordingNotifier(Notifier):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> HotswapRegistryStore:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HotswapRegistryStore]:
     db = tmp_path_factory.mktemp("registry") / "mlflow.db"
-    return HotswapRegistryStore(f"hotswap+sqlite:///{db}", notifier=RecordingNotifier())
+    store = HotswapRegistryStore(f"hotswap+sqlite:///{db}", notifier=RecordingNotifier())
+    yield store
+    store.close(timeout=0)  # releases the exit hooks the store installed
 
 
 @pytest.fixture
@@ -142,6 +144,23 @@ def test_aliases_and_deletions(store: HotswapRegistryStore, notes: RecordingNoti
     ]
 
 
+def test_tag_changes(store: HotswapRegistryStore, notes: RecordingNotifier) -> None:
+    new_model(store, "tags", 2)
+    store.set_registered_model_tag("tags", RegisteredModelTag("hotswap.canary_percent", "25"))
+    store.delete_registered_model_tag("tags", "hotswap.canary_percent")
+    store.set_model_version_tag("tags", "02", ModelVersionTag("hotswap.rollout", "running at 5 %"))
+    store.delete_model_version_tag("tags", "2", "hotswap.rollout")
+    assert notes.taken() == [
+        ("registered_model_tag.set",
+         {"name": "tags", "key": "hotswap.canary_percent", "value": "25"}),
+        ("registered_model_tag.deleted", {"name": "tags", "key": "hotswap.canary_percent"}),
+        ("model_version_tag.set",
+         {"name": "tags", "version": "2", "key": "hotswap.rollout", "value": "running at 5 %"}),
+        ("model_version_tag.deleted", {"name": "tags", "version": "2", "key": "hotswap.rollout"}),
+    ]
+    assert store.get_registered_model("tags").tags == {}
+
+
 def test_a_failed_call_emits_nothing(store: HotswapRegistryStore,
                                      notes: RecordingNotifier) -> None:
     new_model(store, "failing", 1)
@@ -153,6 +172,10 @@ def test_a_failed_call_emits_nothing(store: HotswapRegistryStore,
         lambda: store.delete_model_version("failing", "9"),
         lambda: store.delete_registered_model("missing"),
         lambda: store.rename_registered_model("missing", "other"),
+        lambda: store.set_registered_model_tag("missing", RegisteredModelTag("k", "v")),
+        lambda: store.delete_registered_model_tag("missing", "k"),
+        lambda: store.set_model_version_tag("failing", "9", ModelVersionTag("k", "v")),
+        lambda: store.delete_model_version_tag("failing", "9", "k"),
     ]
     for call in failing_calls:
         with pytest.raises(MlflowException):

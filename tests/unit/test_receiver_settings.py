@@ -9,7 +9,7 @@ from receiver.settings import Settings, SettingsError
 BASE = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MODEL_NAME": "fraud, churn"}
 
 
-def test_defaults_follow_design() -> None:
+def test_defaults_are_the_documented_ones() -> None:
     settings = Settings.from_env(BASE)
     assert settings.model_names == ("fraud", "churn")
     assert settings.default_model == "fraud"

@@ -1,5 +1,6 @@
-"""Registry: one call's snapshot of a registered model, on MLflow's own SQLite store in process,
-and Registry.load's model preparation, on a real scikit-learn model saved by MLflow."""
+"""Registry: its model folder, one call's snapshot of a registered model, on MLflow's own SQLite
+store in process, and Registry.load's model preparation, on a real scikit-learn model saved by
+MLflow."""
 
 from __future__ import annotations
 
@@ -126,3 +127,15 @@ def test_stages_are_asked_separately_only_when_the_answer_leaves_them_out(
     assert snapshot.version(Reference("stage", "Production")) == "1"
     assert snapshot.version(Reference("alias", "challenger")) == "3"
     registry.close()
+
+
+def test_the_model_folder_made_at_start_is_removed_by_close(tmp_path: Path) -> None:
+    made = Registry(Settings(tracking_uri="http://127.0.0.1:9", model_names=("m",)))
+    root = made._model_root
+    assert root.is_dir()
+    made.close()
+    assert not root.exists()
+    given = Registry(Settings(tracking_uri="http://127.0.0.1:9", model_names=("m",),
+                              model_dir=str(tmp_path / "models")))
+    given.close()
+    assert (tmp_path / "models").is_dir()  # the user's folder is theirs

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,16 +16,15 @@ from receiver.registry import LoadedModel
 from receiver.rollout import Contender, Router, agree, bucket
 from receiver.settings import Settings, SettingsError
 from receiver.shadow import ShadowScorer
+from tests.support.fakes import loaded_model
 
 BASE = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MODEL_NAME": "fraud"}
 CHALLENGER = Reference("alias", "challenger")
 STAGING = Reference("stage", "Staging")
 
 
-def model(version: str, name: str = "fraud") -> LoadedModel:
-    return LoadedModel(name=name, version=version, pyfunc=None,  # type: ignore[arg-type]
-                       input_schema=None, local_path=Path("/nonexistent"), run_id=None,
-                       load_seconds=0.0)
+def model(version: str) -> LoadedModel:
+    return loaded_model(version, name="fraud")
 
 
 # -- syntax -----------------------------------------------------------------------------------

@@ -3,106 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import gc
-import threading
-import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from receiver.metrics import Metrics
 from receiver.models import Models, RefreshStatus
-from receiver.registry import LoadedModel, ModelSnapshot
 from receiver.settings import Settings
 from receiver.threads import Limiters
 from receiver.updater import JITTER, QUIET, ModelUpdater
+from tests.support.fakes import FakeRegistry, ManualClock
+from tests.support.updater import make, run, running
 
 RELOADED, UNCHANGED = RefreshStatus.RELOADED, RefreshStatus.UNCHANGED
 FAILED, ABSENT = RefreshStatus.FAILED, RefreshStatus.ABSENT
 
 
-class FakeRegistry:
-    """Stands in for MLflow: a settable pointer, counted resolves, loads that can fail or block."""
-
-    def __init__(self) -> None:
-        self.pointer: str | None = "1"
-        self.broken: set[str] = set()
-        self.unreachable = False
-        self.resolves = 0
-        self.loads: list[str] = []
-        self.released: list[str] = []
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def resolve(self, name: str) -> str | None:
-        self.resolves += 1
-        self.gate.wait(timeout=10)
-        if self.unreachable:
-            raise ConnectionError("MLflow is down")
-        return self.pointer
-
-    def snapshot(self, name: str) -> ModelSnapshot:
-        pointer = self.resolve(name)
-        return ModelSnapshot(stages={"production": pointer} if pointer else {})
-
-    def load(self, name: str, version: str) -> LoadedModel:
-        self.loads.append(version)
-        if version in self.broken:
-            raise RuntimeError(f"version {version} is broken")
-        return LoadedModel(name=name, version=version, pyfunc=None,  # type: ignore[arg-type]
-                           input_schema=None, local_path=Path("/nonexistent"), run_id=None,
-                           load_seconds=0.0)
-
-    def release(self, model: LoadedModel) -> None:
-        self.released.append(model.version)
-
-    def close(self) -> None:
-        pass
-
-
-class FakeClock:
-    """Monotonic time that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(registry: FakeRegistry, clock: FakeClock | None = None,
-         **overrides: Any) -> tuple[ModelUpdater, Models, Metrics]:
-    settings = Settings(tracking_uri="http://unused", model_names=("m",),
-                        **{"update_interval": 600.0, "cache_size": 2, **overrides})
-    metrics = Metrics()
-    models = Models(settings, registry, metrics)  # type: ignore[arg-type]
-    updater = ModelUpdater(settings, models, Limiters.create(1).model_work,
-                           clock=clock or time.monotonic)
-    return updater, models, metrics
-
-
 def served_version(models: Models) -> str | None:
     model = models.served("m")
     return model.version if model else None
-
-
-@contextlib.asynccontextmanager
-async def running(updater: ModelUpdater) -> AsyncIterator[None]:
-    """The updater started, its startup refresh done; stopped however the block ends."""
-    await updater.start()
-    await updater.trigger("manual")  # joins the startup refresh or follows it
-    try:
-        yield
-    finally:
-        await updater.stop()
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout=20))
 
 
 def test_startup_loads_then_a_trigger_swaps_and_counts() -> None:
@@ -132,7 +52,7 @@ def test_triggers_during_a_refresh_coalesce_into_one_more() -> None:
     async def scenario() -> None:
         async with running(updater):
             before = registry.resolves
-            registry.gate.clear()  # the next refresh blocks inside resolve
+            registry.gate.clear()  # the next refresh blocks inside its snapshot
             first = updater.trigger("webhook")
             while registry.resolves == before:  # the refresh has started and is blocked
                 await asyncio.sleep(0.01)
@@ -148,7 +68,7 @@ def test_triggers_during_a_refresh_coalesce_into_one_more() -> None:
 
 def test_a_burst_of_notifications_is_settled_into_one_resolve() -> None:
     registry = FakeRegistry()
-    clock = FakeClock()
+    clock = ManualClock()
     updater, _, _ = make(registry, clock)
 
     async def scenario() -> None:
@@ -172,14 +92,15 @@ def test_a_broken_version_keeps_the_current_model_and_is_retried() -> None:
 
     async def scenario() -> None:
         async with running(updater):
-            registry.pointer, registry.broken = "3", {"3"}
+            registry.pointer = "3"
+            registry.behaviour["3"] = RuntimeError("version 3 is broken")
             result = await updater.trigger("webhook")
             assert result.status == {"m": FAILED} and "broken" in result.errors["m"]
             assert served_version(models) == "1"
             # The retry happens on its own, well before the 600 s poll.
             while registry.loads.count("3") < 2:
                 await asyncio.sleep(0.01)
-            registry.broken.clear()
+            registry.behaviour.clear()
             while served_version(models) != "3":
                 await asyncio.sleep(0.01)
 
@@ -235,7 +156,7 @@ def test_rollback_is_a_cache_hit_and_evicted_versions_are_released() -> None:
 
 @pytest.mark.parametrize("failures, expected", [(1, 5.0), (2, 10.0), (3, 30.0), (4, 60.0),
                                                 (9, 60.0)])
-def test_retry_backoff_follows_design(failures: int, expected: float) -> None:
+def test_retries_back_off_5_10_30_then_60_seconds(failures: int, expected: float) -> None:
     updater, _, _ = make(FakeRegistry())
     updater._consecutive_failures = failures
     assert updater._delay() == expected
@@ -244,7 +165,7 @@ def test_retry_backoff_follows_design(failures: int, expected: float) -> None:
 def test_the_poll_interval_is_jittered_so_replicas_do_not_poll_in_step() -> None:
     delays = []
     settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=60.0)
-    models = Models(settings, FakeRegistry(), Metrics())  # type: ignore[arg-type]
+    models = Models(settings, FakeRegistry(), Metrics())
     for draw in (0.0, 0.5, 1.0):
         updater = ModelUpdater(settings, models, Limiters.create(1).model_work,
                                draw=functools.partial(float, draw))
@@ -256,7 +177,7 @@ def test_the_poll_interval_is_jittered_so_replicas_do_not_poll_in_step() -> None
 
 def test_what_a_load_brings_is_frozen_out_of_the_cyclic_collector() -> None:
     # A full collection walks every tracked object holding the GIL; what is loaded lives on,
-    # so the updater freezes it (bench/ part 3 shows the tail this removes).
+    # so the updater freezes it (the throughput bench shows the tail latency this removes).
     registry = FakeRegistry()
     updater, models, _ = make(registry)
     gc.unfreeze()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
-from mlflow_hotswap_plugin import events
+from mlflow_hotswap_plugin import events, signing
 from mlflow_hotswap_plugin.signing import (
-    DELIVERY_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     sign,
@@ -24,10 +22,7 @@ NOW = 1_800_000_000.0
 
 def signed(body: bytes, secret: str = SECRET, timestamp: float = NOW,
            delivery_id: str | None = None) -> dict[str, str]:
-    delivery_id = delivery_id or str(uuid.uuid4())
-    ts = str(int(timestamp))
-    return {DELIVERY_ID_HEADER: delivery_id, TIMESTAMP_HEADER: ts,
-            SIGNATURE_HEADER: sign(secret, delivery_id, ts, body)}
+    return signing.headers(body, secret, delivery_id, int(timestamp))
 
 
 BODY = events.stage_transitioned("fraud", "2", "Staging", "Production").to_json()
@@ -111,9 +106,7 @@ def test_signed_but_malformed_body_is_400(raw: bytes) -> None:
                                        " 1800000000", "-1800000000", "9" * 400, ""])
 def test_timestamps_that_are_not_unix_seconds_are_refused(timestamp: str) -> None:
     # Signed correctly, so only the timestamp's form can refuse it.
-    delivery_id = str(uuid.uuid4())
-    headers = {DELIVERY_ID_HEADER: delivery_id, TIMESTAMP_HEADER: timestamp,
-               SIGNATURE_HEADER: sign(SECRET, delivery_id, timestamp, BODY)}
+    headers = signing.headers(BODY, SECRET, timestamp=timestamp)
     with pytest.raises(InvalidSignature):
         verifier().check(headers, BODY)
     with pytest.raises(InvalidSignature, match="unix seconds"):
@@ -121,9 +114,7 @@ def test_timestamps_that_are_not_unix_seconds_are_refused(timestamp: str) -> Non
 
 
 def test_a_fractional_timestamp_is_unix_seconds() -> None:
-    headers = signed(BODY)
-    headers[TIMESTAMP_HEADER] = f"{NOW}"
-    headers[SIGNATURE_HEADER] = sign(SECRET, headers[DELIVERY_ID_HEADER], f"{NOW}", BODY)
+    headers = signing.headers(BODY, SECRET, timestamp=f"{NOW}")
     assert verifier().check(headers, BODY) is not None
 
 

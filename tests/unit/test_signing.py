@@ -3,9 +3,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
+import uuid
 
 import pytest
 
+from mlflow_hotswap_plugin import signing
 from mlflow_hotswap_plugin.signing import parse_secrets, sign, verify
 
 BODY = b'{"entity": "model_version", "action": "deleted", "data": {}}'
@@ -53,3 +56,21 @@ def test_parse_secrets_reads_a_comma_separated_list() -> None:
     assert parse_secrets(" , ,") == ()
     assert parse_secrets("only") == ("only",)
     assert parse_secrets(" new , old ,") == ("new", "old")
+
+
+def test_headers_sign_a_fresh_delivery_that_verify_accepts() -> None:
+    headers = signing.headers(BODY, "s3cret")
+    delivery_id = headers[signing.DELIVERY_ID_HEADER]
+    uuid.UUID(delivery_id, version=4)
+    assert abs(int(headers[signing.TIMESTAMP_HEADER]) - time.time()) < 60
+    assert verify("s3cret", delivery_id, headers[signing.TIMESTAMP_HEADER], BODY,
+                  headers[signing.SIGNATURE_HEADER])
+    assert signing.headers(BODY, "s3cret")[signing.DELIVERY_ID_HEADER] != delivery_id
+
+
+def test_headers_keep_a_given_id_and_time_and_sign_nothing_without_a_secret() -> None:
+    assert signing.headers(BODY, "s3cret", "id-1", 1700000000) == {
+        signing.DELIVERY_ID_HEADER: "id-1", signing.TIMESTAMP_HEADER: "1700000000",
+        signing.SIGNATURE_HEADER: sign("s3cret", "id-1", "1700000000", BODY)}
+    assert signing.headers(BODY, None, "id-1", "1700000000") == {
+        signing.DELIVERY_ID_HEADER: "id-1", signing.TIMESTAMP_HEADER: "1700000000"}
