@@ -14,13 +14,7 @@ from starlette.routing import Route
 from starlette.types import ExceptionHandler
 
 from receiver import endpoints, redact
-from receiver.errors import (
-    DOMAIN_ERRORS,
-    ApiError,
-    error_response,
-    handle_api_error,
-    handle_domain_error,
-)
+from receiver.errors import error_response, exception_handlers
 from receiver.service import Service
 from receiver.settings import Settings
 
@@ -62,9 +56,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         Route("/ping", endpoints.ping, methods=["GET"]),
         Route("/version", endpoints.version, methods=["GET"]),
     ]
-    handlers: dict[Any, ExceptionHandler] = dict.fromkeys(DOMAIN_ERRORS, handle_domain_error)
-    handlers.update({ApiError: handle_api_error, ClientDisconnect: _client_gone,
-                     Exception: _internal_error,
+    handlers: dict[Any, ExceptionHandler] = exception_handlers()
+    handlers.update({ClientDisconnect: _client_gone, Exception: _internal_error,
                      404: _not_found, 405: _method_not_allowed})
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.service = service

@@ -1,7 +1,8 @@
 """Thin HTTP handlers: read the request, ask the service's parts, decide the HTTP answer.
 
-A prediction flows one way: handler -> Router (who answers) -> ScoringLane -> scoring -> back
-to the handler, which sends the answer and then hands a shadow, if any, to ShadowScorer.
+A prediction flows one way: handler -> Router (who answers) -> ScoringLane -> batching, with
+the request's codec (MLflow's scoring protocol here) -> back to the handler, which sends the
+answer and then hands a shadow, if any, to ShadowScorer.
 Domain exceptions pass through untouched; errors.py turns them into HTTP responses.
 """
 
@@ -17,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver import compat, scoring
-from receiver.errors import ApiError
+from receiver.codec import Codec, MlflowCodec
+from receiver.errors import ApiError, ModelNotLoaded, error_response
 from receiver.lane import DeadlineExceeded, Overloaded
 from receiver.models import RefreshStatus
 from receiver.redact import scrub
@@ -37,10 +39,9 @@ def _service(request: Request) -> Service:
 def _served_or_503(service: Service, name: str) -> LoadedModel:
     model = service.models.served(name)
     if model is None:
-        raise ApiError(503, "MODEL_NOT_LOADED",
-                       f"No version of {name} is loaded yet "
-                       f"(following {name}{service.settings.reference}); retry shortly.",
-                       headers={"Retry-After": str(service.updater.retry_after())})
+        raise ModelNotLoaded(f"No version of {name} is loaded yet "
+                             f"(following {name}{service.settings.reference}); retry shortly.",
+                             service.updater.retry_after())
     return model
 
 
@@ -113,13 +114,13 @@ async def _score(request: Request, model: LoadedModel, role: Role = "primary",
                  ) -> Response:
     """Score with `model`; for a canary, `primary` answers when the canary's predict fails."""
     service = _service(request)
-    mime = scoring.media_type(request.headers.get("content-type"))
+    codec = MlflowCodec(scoring.media_type(request.headers.get("content-type")))
     body = await _read_body(request, service.settings.max_body_bytes)
     metrics = service.metrics
     labels = {"model": model.name, "version": model.version, "role": role}
     started = time.perf_counter()
     try:
-        content = await service.lane.score(model, body, mime)
+        content = await service.lane.score(model, body, codec)
     except (Overloaded, DeadlineExceeded):
         metrics.prediction_errors.labels(**labels).inc()
         raise  # the lane's own refusals: the primary would meet them just the same
@@ -128,19 +129,19 @@ async def _score(request: Request, model: LoadedModel, role: Role = "primary",
             metrics.prediction_errors.labels(**labels).inc()
             raise
         model, role = primary, "primary"
-        content = await _fall_back(service, primary, body, mime, labels)
+        content = await _fall_back(service, primary, body, codec, labels)
     else:
         metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
         metrics.predictions.labels(**labels).inc()
     # Starlette runs a background task once the response is sent: the shadow cannot touch it.
-    background = (BackgroundTask(service.shadow, shadow, body, mime, content)
+    background = (BackgroundTask(service.shadow, shadow, body, codec, content)
                   if shadow is not None else None)
     return Response(content, media_type=scoring.JSON, background=background,
                     headers={"X-Model-Name": model.name, "X-Model-Version": model.version,
                              "X-Model-Role": role})
 
 
-async def _fall_back(service: Service, primary: LoadedModel, body: bytes, mime: str,
+async def _fall_back(service: Service, primary: LoadedModel, body: bytes, codec: Codec,
                      canary: dict[str, str]) -> bytes:
     """The primary's answer to a body the canary failed on. A failing canary is the rollout's
     problem, never the client's: it counts against the canary. A body the primary refuses too
@@ -148,7 +149,7 @@ async def _fall_back(service: Service, primary: LoadedModel, body: bytes, mime: 
     metrics = service.metrics
     primary_labels = {"model": primary.name, "version": primary.version, "role": "primary"}
     try:
-        content = await service.lane.score(primary, body, mime)
+        content = await service.lane.score(primary, body, codec)
     except Exception:
         metrics.prediction_errors.labels(**primary_labels).inc()
         raise
@@ -204,9 +205,9 @@ async def reload_models(request: Request) -> JSONResponse:
     name = service.settings.default_model
     version = _version(service, name)
     if result.status.get(name, RefreshStatus.FAILED) == RefreshStatus.FAILED:
-        message = scrub(result.errors.get(name) or result.crash or "reload failed")
-        return JSONResponse({"error_code": "RELOAD_FAILED", "message": message,
-                             "model_version": version}, status_code=502)
+        return error_response(502, "RELOAD_FAILED",
+                              result.errors.get(name) or result.crash or "reload failed",
+                              fields={"model_version": version})
     status = "reloaded" if result.status[name] == RefreshStatus.RELOADED else "unchanged"
     details = {n: {"status": s.value, "version": _version(service, n),
                    "error": scrub(result.errors[n]) if n in result.errors else None}

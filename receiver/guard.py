@@ -49,7 +49,8 @@ class LoadGuard:
             return [f"{name} version {version}" for name, version in self._abandoned]
 
     def load(self, name: str, version: str) -> LoadedModel:
-        """The loaded version, or ModelLoadFailed (LoadTimedOut) for whatever stopped it.
+        """Blocking: the loaded version, or ModelLoadFailed (LoadTimedOut) for whatever
+        stopped it.
 
         ModelNotFound and MLflow's own errors pass through as they are: they say nothing bad
         about the model, and the caller maps them.

@@ -1,52 +1,37 @@
-"""ScoringLane: a request body in, its predictions' JSON out; fair to every client, bounded.
+"""ScoringLane: a request body in, its answer out; fair to every client, bounded.
 
-A request goes: shape check (shape.py, on the raw bytes) -> admission (at most
-HOTSWAP_MAX_QUEUE requests in the lane, else Overloaded) -> parse, in a parse thread -> the
-batcher of its model version -> one `predict` in the predict slot -> its own rows, as JSON.
+A request goes: admission (at most HOTSWAP_MAX_QUEUE requests in the lane, else Overloaded) ->
+parse, shape check first (batching.parse; a large body in a parse thread) -> the queue of its
+model version -> one `predict` in a predict thread -> its own rows, encoded by its codec.
+
+This module is the event-loop side: admission, a queue per model version and the task that
+drains it, deadlines. batching.py is the thread side: merging, predicting, slicing.
 
 Batching: while a `predict` runs, requests for the same version with the same columns, dtypes
-and params wait in that version's batcher, and the next call takes them together (up to
+and params wait in that version's queue, and the next call takes them together (up to
 HOTSWAP_BATCH_MAX_ROWS rows). Nothing waits on a timer: an idle lane scores a lone request at
-once. A merged call that fails, or answers with another number of rows than it was given, is
-retried request by request, so only a bad request gets its 400.
+once. A version that is not batched has its requests taken from the queue at once, each its own
+call, as many at a time as there are predict threads.
 
-Every request has a deadline (HOTSWAP_REQUEST_TIMEOUT): past it the client gets DeadlineExceeded,
-and a request not yet taken into a `predict` is dropped, never scored for nobody.
-
-`score_all` is the same parse, merge and predict for work that runs outside the lane in a
-thread of its own (the shadow): no admission, no deadline, no predict slot.
+Every request has a deadline (HOTSWAP_REQUEST_TIMEOUT), kept by one timer on the event loop:
+past it the client gets DeadlineExceeded, and a request not yet taken into a `predict` is
+dropped, never scored for nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import time
-from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
-import numpy as np
-import pandas as pd
-from mlflow.exceptions import MlflowException
-
-from receiver import scoring, shape, threads
+from receiver import batching, scoring, threads
+from receiver.codec import Codec
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
+from receiver.retryable import Retryable
 from receiver.settings import Settings
 from receiver.threads import Limiters
-
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-# pyfunc loader modules whose `predict` scores each row on its own, so merging requests cannot
-# change an answer. A custom python_function model may look across rows: never merged under auto.
-ROW_INDEPENDENT_LOADERS = frozenset(
-    {"mlflow.sklearn", "mlflow.xgboost", "mlflow.lightgbm", "mlflow.catboost"})
 
 RETRY_AFTER_SECONDS = 1
 # Bodies up to this size are parsed on the event loop: such a body parses faster than a round
@@ -54,62 +39,57 @@ RETRY_AFTER_SECONDS = 1
 INLINE_PARSE_BYTES = 16 * 1024
 
 
-class Overloaded(RuntimeError):
+class Overloaded(Retryable):
     """The lane holds HOTSWAP_MAX_QUEUE requests already; this one was not admitted."""
-
-    retry_after = RETRY_AFTER_SECONDS
 
 
 class DeadlineExceeded(TimeoutError):
     """The request could not be scored within HOTSWAP_REQUEST_TIMEOUT; its work was dropped."""
 
 
-class _Dropped(Exception):
-    """A request's work skipped: its client was answered already."""
-
-
 @dataclass(eq=False)
-class _Parsed:
-    """What a `predict` call needs of one request body."""
+class _Request:
+    """A parsed body waiting in the lane; its future is done once its client has an answer
+    (or went away), and then nothing scores it any more."""
 
-    data: Any
-    params: dict[str, Any] | None
-    rows: int
-    key: Hashable | None  # requests merge only with an equal key; None: never merged
-
-
-@dataclass(eq=False)
-class _Request(_Parsed):
-    """A parsed body waiting in the lane for its answer."""
-
-    deadline: float
+    parsed: batching.Parsed
     future: asyncio.Future[bytes]
-    dropped: bool = False
 
 
 @dataclass(eq=False)
-class _Batcher:
+class _Queue:
     """The requests waiting for one model version's next `predict` call."""
 
     model: LoadedModel
-    batchable: bool
-    queue: deque[_Request] = field(default_factory=deque)
-    task: asyncio.Task[None] | None = None
+    batched: bool
+    requests: list[_Request] = field(default_factory=list)
+    drain: asyncio.Task[None] | None = None
+
+    def take(self, max_rows: int) -> list[list[_Request]]:
+        """The calls to start now, out of the queue: for a batched version the one holding the
+        oldest request (batching.group), for an unbatched one every call."""
+        waiting = [request for request in self.requests if not request.future.done()]
+        calls = batching.group([request.parsed for request in waiting], max_rows)
+        taken = calls[:1] if self.batched else calls
+        chosen = {position for positions in taken for position in positions}
+        self.requests = [request for position, request in enumerate(waiting)
+                         if position not in chosen]
+        return [[waiting[position] for position in positions] for positions in taken]
 
 
 class ScoringLane:
-    def __init__(self, settings: Settings, limiters: Limiters, metrics: Metrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: Settings, limiters: Limiters, metrics: Metrics) -> None:
         self._mode = settings.batching
         self._max_rows = settings.batch_max_rows
         self._max_queue = settings.max_queue
         self._timeout = settings.request_timeout
         self._limiters = limiters
         self._metrics = metrics
-        self._clock = clock
         self._depth = 0
         # Keyed by the model object, not (name, version): a version loaded again is a new model.
-        self._batchers: dict[int, _Batcher] = {}
+        self._queues: dict[int, _Queue] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # running, so never garbage-collected
+        self._calls = 0  # taken from a queue, not finished: in a predict thread or waiting
 
     # -- what others may ask ------------------------------------------------------------------
 
@@ -118,320 +98,160 @@ class ScoringLane:
         return self._depth
 
     def queued(self) -> int:
-        """Parsed requests waiting behind a running `predict`."""
-        return (sum(len(batcher.queue) for batcher in self._batchers.values())
-                + self._limiters.predictions.statistics().tasks_waiting)
+        """Parsed requests waiting behind a running `predict` (a call not holding a predict
+        thread waits for one: the lane alone uses them)."""
+        waiting_calls = self._calls - self._limiters.predictions.statistics().borrowed_tokens
+        return sum(len(queue.requests) for queue in self._queues.values()) + waiting_calls
 
     def busy(self) -> bool:
         """True while requests wait behind a running `predict`: optional work (a shadow
         prediction) should yield."""
         return self.queued() > 0
 
-    def batchable(self, model: LoadedModel) -> bool:
-        if self._mode != "auto":
-            return self._mode == "on"
-        try:
-            loader = model.pyfunc.metadata.flavors["python_function"].get("loader_module")
-        except (AttributeError, KeyError, TypeError):
-            return False
-        return loader in ROW_INDEPENDENT_LOADERS
+    def score_all(self, model: LoadedModel, bodies: Sequence[tuple[bytes, Codec]],
+                  ) -> list[bytes | scoring.BadInput]:
+        """Blocking: each `(body, codec)`'s answer from `model`, or its BadInput, merged as the
+        lane would merge them; for work outside the lane (the shadow): no admission, no
+        deadline, no predict thread. Runs in the caller's thread, so the caller chooses which."""
+        batchable = batching.batchable(model, self._mode)
+        return batching.score_all(model, bodies, batchable, self._max_rows)
 
-    # -- scoring ------------------------------------------------------------------------------
+    # -- one request --------------------------------------------------------------------------
 
-    async def score(self, model: LoadedModel, body: bytes, mime: str) -> bytes:
-        """The predictions of `model` for one request body, as JSON bytes.
+    async def score(self, model: LoadedModel, body: bytes, codec: Codec) -> bytes:
+        """The answer of `model` to one request body, encoded by `codec`.
 
         Raises scoring.BadInput when the body is malformed or the model cannot score it,
         Overloaded when the lane is full, DeadlineExceeded when the deadline passed.
         """
-        shape.check(body, mime, model.input_schema)
         if self._depth >= self._max_queue:
             self._metrics.shed_requests.labels(reason="overloaded").inc()
             raise Overloaded(f"The server holds {self._max_queue} requests already "
-                             f"(HOTSWAP_MAX_QUEUE); retry in {RETRY_AFTER_SECONDS} s.")
-        started = self._clock()
+                             f"(HOTSWAP_MAX_QUEUE); retry in {RETRY_AFTER_SECONDS} s.",
+                             RETRY_AFTER_SECONDS)
         self._admit(1)
         try:
-            content = await self._score_admitted(model, body, mime, started + self._timeout)
+            return await self._score_admitted(model, body, codec)
         except DeadlineExceeded:
             self._metrics.shed_requests.labels(reason="timeout").inc()
             raise
         finally:
             self._admit(-1)
-        return content
 
     def _admit(self, change: int) -> None:
         self._depth += change
         self._metrics.queue_depth.set(self._depth)
 
-    async def _score_admitted(self, model: LoadedModel, body: bytes, mime: str,
-                              deadline: float) -> bytes:
-        batchable = self.batchable(model)
-        request = _Request(None, None, 0, None, deadline,
-                           asyncio.get_running_loop().create_future())
+    async def _score_admitted(self, model: LoadedModel, body: bytes, codec: Codec) -> bytes:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes] = loop.create_future()
+        # The deadline: the one timer that answers a request late. Whatever waits (a parse
+        # thread, the queue, a predict thread) skips a request whose answer is done.
+        deadline = loop.call_later(self._timeout, self._expire, answer)
+        batchable = batching.batchable(model, self._mode)
         try:
-            # Parsing holds no predict slot. A small body is parsed right here (a thread hop
-            # costs more than its parse); a larger one in a parse thread, so it delays only
-            # its own answer.
+            # A small body is parsed right here (a thread hop costs more than its parse); a
+            # larger one in a parse thread, so it delays only its own answer.
             if len(body) <= INLINE_PARSE_BYTES:
-                parsed = self._parse(model, body, mime, batchable)
+                parsed = batching.parse(model, body, codec, batchable)
+                self._enqueue(model, batchable, _Request(parsed, answer))
             else:
-                parsed = await self._in_thread(request, self._limiters.parsing, self._parse,
-                                               model, body, mime, batchable)
-            request.data, request.params, request.rows, request.key = parsed
-            if not batchable:
-                self._observe_call([request])
-                answer = await self._in_thread(request, self._limiters.predictions,
-                                               self._alone, model, request)
-                if isinstance(answer, scoring.BadInput):
-                    raise answer
-                return answer
-            self._enqueue(model, request)
-            timer = asyncio.get_running_loop().call_later(self._remaining(request),
-                                                          self._expire, request)
-            try:
-                return await request.future
-            finally:
-                timer.cancel()
+                self._start(self._parse_in_thread(model, body, codec, batchable, answer))
+            return await answer
         finally:
-            request.dropped = True  # answered, timed out or cancelled: never score it again
+            deadline.cancel()
+            answer.cancel()  # nothing when answered; else any work still waiting skips it
 
-    async def _in_thread(self, request: _Request, limiter: anyio.CapacityLimiter,
-                         func: Callable[..., T], *args: Any) -> T:
-        """`func(*args)` in a worker thread of `limiter`, unless the request's deadline passes
-        first. The thread is not cancelled (that would free its token while it still runs):
-        it skips `func` if the request was dropped while it waited for a token."""
-        def unless_dropped() -> T:
-            if request.dropped:
-                raise _Dropped
-            return func(*args)
-
-        work = asyncio.ensure_future(threads.run(unless_dropped, limiter=limiter))
-        done, _ = await asyncio.wait((work,), timeout=self._remaining(request))
-        if not done:
-            request.dropped = True
-            work.add_done_callback(_ignore_outcome)
-            raise self._timed_out()
-        return work.result()
-
-    def _expire(self, request: _Request) -> None:
-        if not request.future.done():
-            request.dropped = True
-            request.future.set_exception(self._timed_out())
-
-    def _remaining(self, request: _Request) -> float:
-        return max(0.0, request.deadline - self._clock())
-
-    def _timed_out(self) -> DeadlineExceeded:
-        return DeadlineExceeded(f"The request was not scored within {self._timeout:g} s "
-                                "(HOTSWAP_REQUEST_TIMEOUT); its work was dropped.")
-
-    @staticmethod
-    def _parse(model: LoadedModel, body: bytes, mime: str, batchable: bool,
-               ) -> tuple[Any, dict[str, Any] | None, int, Hashable | None]:
-        # Batched, the common case stays a bare array: one frame is built per merged call.
-        data, params = scoring.parse(body, mime, model.input_schema, as_rows=batchable)
-        rows = len(data) if isinstance(data, (pd.DataFrame, np.ndarray)) else 0
-        key = _merge_key(data, params) if batchable and rows else None
-        return data, params, rows, key
-
-    def _observe_call(self, batch: Sequence[_Parsed]) -> None:
-        self._metrics.batch_rows.observe(sum(request.rows for request in batch))
-        self._metrics.batch_requests.observe(len(batch))
-
-    # -- outside the lane ---------------------------------------------------------------------
-
-    def score_all(self, model: LoadedModel, bodies: Sequence[tuple[bytes, str]],
-                  ) -> list[bytes | scoring.BadInput]:
-        """Blocking: each `(body, mime)`'s predictions from `model` as JSON, or its BadInput,
-        merged into as few `predict` calls as the lane would make. Runs in the caller's thread,
-        so the caller chooses which."""
-        batchable = self.batchable(model)
-        answers: list[bytes | scoring.BadInput] = [b""] * len(bodies)
-        groups: dict[Hashable, list[tuple[int, _Parsed]]] = {}
-        for index, (body, mime) in enumerate(bodies):
-            try:
-                shape.check(body, mime, model.input_schema)
-                parsed = _Parsed(*self._parse(model, body, mime, batchable))
-            except scoring.BadInput as exc:
-                answers[index] = exc
-                continue
-            group = parsed.key if parsed.key is not None else ("alone", index)
-            groups.setdefault(group, []).append((index, parsed))
-        for members in groups.values():
-            for call in _by_rows(members, self._max_rows):
-                scored = self._predict(model, [parsed for _, parsed in call])
-                for (index, _), answer in zip(call, scored, strict=True):
-                    answers[index] = answer
-        return answers
-
-    # -- the batcher --------------------------------------------------------------------------
-
-    def _enqueue(self, model: LoadedModel, request: _Request) -> None:
-        batcher = self._batchers.get(id(model))
-        if batcher is None:
-            batcher = self._batchers[id(model)] = _Batcher(model, batchable=True)
-        batcher.queue.append(request)
-        if batcher.task is None:
-            batcher.task = asyncio.get_running_loop().create_task(self._drain(batcher))
-
-    async def _drain(self, batcher: _Batcher) -> None:
-        """Score the batcher's queue, one merged call at a time, until it is empty."""
+    async def _parse_in_thread(self, model: LoadedModel, body: bytes, codec: Codec,
+                               batchable: bool, answer: asyncio.Future[bytes]) -> None:
         try:
-            while batcher.queue:
-                batch = self._take(batcher.queue)
-                if not batch:
-                    continue
-                answers: list[bytes | Exception]
-                self._observe_call(batch)
-                try:
-                    answers = [*await threads.run(self._predict, batcher.model, batch,
-                                                  limiter=self._limiters.predictions)]
-                except Exception as exc:  # noqa: BLE001 - delivered to each waiting request
-                    answers = [exc] * len(batch)
-                for request, answer in zip(batch, answers, strict=True):
-                    if request.dropped or request.future.done():
-                        continue  # its client was answered already, or went away
-                    if isinstance(answer, BaseException):
-                        request.future.set_exception(answer)
+            parsed = await threads.run(self._limiters.parsing, _parse_unless_answered,
+                                       answer, model, body, codec, batchable)
+        except Exception as exc:  # noqa: BLE001 - BadInput above all: the request's answer
+            _settle(answer, exc)
+            return
+        if parsed is not None and not answer.done():
+            self._enqueue(model, batchable, _Request(parsed, answer))
+
+    def _expire(self, answer: asyncio.Future[bytes]) -> None:
+        _settle(answer, DeadlineExceeded(
+            f"The request was not scored within {self._timeout:g} s "
+            "(HOTSWAP_REQUEST_TIMEOUT); its work was dropped."))
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- a model version's queue --------------------------------------------------------------
+
+    def _enqueue(self, model: LoadedModel, batchable: bool, request: _Request) -> None:
+        queue = self._queues.get(id(model))
+        if queue is None:
+            queue = self._queues[id(model)] = _Queue(model, batchable)
+        queue.requests.append(request)
+        if queue.drain is None:
+            queue.drain = asyncio.get_running_loop().create_task(self._drain(queue))
+
+    async def _drain(self, queue: _Queue) -> None:
+        """Score the queue's requests until it is empty. A batched version makes one call at a
+        time, so requests arriving meanwhile merge into the next; an unbatched one starts
+        every call at once, and the predict threads bound how many run."""
+        try:
+            while queue.requests:
+                calls = queue.take(self._max_rows)
+                self._calls += len(calls)
+                for call in calls:
+                    if queue.batched:
+                        await self._predict(queue.model, call)
                     else:
-                        request.future.set_result(answer)
+                        self._start(self._predict(queue.model, call))
         finally:
-            batcher.task = None
-            if not batcher.queue:
-                self._batchers.pop(id(batcher.model), None)
+            queue.drain = None
+            if not queue.requests:
+                self._queues.pop(id(queue.model), None)
 
-    def _take(self, queue: deque[_Request]) -> list[_Request]:
-        """The next call's requests: the oldest live one, and every later one that merges with
-        it, in order, up to HOTSWAP_BATCH_MAX_ROWS rows. Expired requests are dropped here."""
-        now = self._clock()
-        batch: list[_Request] = []
-        rows = 0
-        kept: deque[_Request] = deque()
-        while queue:
-            request = queue.popleft()
-            if request.dropped or request.future.done():
-                continue
-            if request.deadline <= now:
-                request.dropped = True
-                request.future.set_exception(self._timed_out())
-                continue
-            if not batch:
-                batch, rows = [request], request.rows
-                if request.key is None:
-                    break
-            elif request.key == batch[0].key and rows + request.rows <= self._max_rows:
-                batch.append(request)
-                rows += request.rows
-            else:
-                kept.append(request)
-        kept.extend(queue)
-        queue.clear()
-        queue.extend(kept)
-        return batch
-
-    # -- in the predict slot ------------------------------------------------------------------
-
-    def _predict(self, model: LoadedModel, batch: Sequence[_Parsed],
-                 ) -> list[bytes | scoring.BadInput]:
-        """Each request's predictions as JSON, or its BadInput; runs in the predict slot."""
-        if len(batch) == 1:
-            return [self._alone(model, batch[0])]
-        total = sum(request.rows for request in batch)
+    async def _predict(self, model: LoadedModel, call: list[_Request]) -> None:
+        """One `predict` for `call` in a predict thread; each request gets its own answer."""
+        self._metrics.batch_rows.observe(sum(request.parsed.rows for request in call))
+        self._metrics.batch_requests.observe(len(call))
+        answers: Sequence[bytes | Exception | None]
         try:
-            raw = self._call(model, _merge([r.data for r in batch], model), batch[0].params)
-            if _length(raw) != total:
-                raise ValueError(f"{_length(raw)} predictions for {total} rows")
-            answers: list[bytes | scoring.BadInput] = []
-            offset = 0
-            for request in batch:
-                answers.append(scoring.predictions_json(
-                    _slice(raw, offset, offset + request.rows)))
-                offset += request.rows
-            return answers
-        except Exception as exc:  # noqa: BLE001 - any failure: each request on its own
-            logger.debug("Merged call of %d requests failed (%s); scoring each alone",
-                         len(batch), exc)
-            return [self._alone(model, request) for request in batch]
-
-    def _alone(self, model: LoadedModel, request: _Parsed) -> bytes | scoring.BadInput:
-        try:
-            data = request.data
-            if isinstance(data, np.ndarray):
-                data = scoring.rows_frame(data, model.input_schema)
-            raw = self._call(model, data, request.params)
-        except scoring.BadInput as exc:
-            return exc
-        return scoring.predictions_json(raw)
-
-    @staticmethod
-    def _call(model: LoadedModel, data: Any, params: dict[str, Any] | None) -> Any:
-        try:
-            return model.pyfunc.predict(data, params=params)
-        except MlflowException as exc:  # schema enforcement speaks through MlflowException
-            raise scoring.BadInput(exc.message) from None
-        except Exception as exc:  # noqa: BLE001 - bad input can make any model raise
-            raise scoring.BadInput(
-                "The model could not score this input; check that it matches the model's "
-                f"signature. {type(exc).__name__}: {exc}") from None
+            answers = await threads.run(self._limiters.predictions, _predict_unanswered,
+                                        model, call)
+        except Exception as exc:  # noqa: BLE001 - delivered to each waiting request
+            answers = [exc] * len(call)
+        finally:
+            self._calls -= 1
+        for request, answer in zip(call, answers, strict=True):
+            if answer is not None:
+                _settle(request.future, answer)
 
 
-def _ignore_outcome(work: asyncio.Future[Any]) -> None:
-    if not work.cancelled():
-        work.exception()  # retrieved, so asyncio does not log it as never retrieved
-
-
-def _merge_key(data: Any, params: dict[str, Any] | None) -> Hashable | None:
-    try:
-        canonical_params = json.dumps(params, sort_keys=True)
-    except (TypeError, ValueError):
+def _parse_unless_answered(answer: asyncio.Future[bytes], model: LoadedModel, body: bytes,
+                           codec: Codec, batchable: bool) -> batching.Parsed | None:
+    """Blocking: the parsed body; None, unparsed, when the request was answered (its deadline
+    passed) while it waited for the thread."""
+    if answer.done():
         return None
-    if isinstance(data, np.ndarray):
-        # scoring's common case: exactly the signature's columns, all doubles.
-        return ("rows", canonical_params)
-    if isinstance(data, pd.DataFrame):
-        return ("frame", tuple(data.columns), tuple(str(t) for t in data.dtypes),
-                canonical_params)
-    return None  # tensors and dicts are scored alone
+    return batching.parse(model, body, codec, batchable)
 
 
-def _by_rows(members: list[tuple[int, _Parsed]], max_rows: int,
-             ) -> list[list[tuple[int, _Parsed]]]:
-    """`members` in order, cut into calls of at most `max_rows` rows (a larger one alone)."""
-    calls: list[list[tuple[int, _Parsed]]] = []
-    rows = 0
-    for member in members:
-        if not calls or rows + member[1].rows > max_rows:
-            calls.append([])
-            rows = 0
-        calls[-1].append(member)
-        rows += member[1].rows
-    return calls
+def _predict_unanswered(model: LoadedModel, call: list[_Request],
+                        ) -> list[bytes | scoring.BadInput | None]:
+    """Blocking: the answers of the requests in `call` not answered yet (their deadline may
+    have passed while the call waited for its thread); None for the others."""
+    waiting = [not request.future.done() for request in call]
+    answers = iter(batching.predict(
+        model, [request.parsed for request, wait in zip(call, waiting, strict=True) if wait]))
+    return [next(answers) if wait else None for wait in waiting]
 
 
-def _merge(parts: list[Any], model: LoadedModel) -> pd.DataFrame:
-    """One frame of every request's rows, in order; dtypes as each request had them."""
-    if isinstance(parts[0], np.ndarray):
-        return scoring.rows_frame(np.concatenate(parts), model.input_schema)
-    frames: list[pd.DataFrame] = parts
-    first = frames[0]
-    dtypes = set(first.dtypes)
-    if len(dtypes) == 1 and isinstance(next(iter(dtypes)), np.dtype) and next(
-            iter(dtypes)).kind in "biuf":
-        # One numeric block: concatenate the arrays and build one frame (pd.concat of many
-        # small frames costs more than the predict it feeds).
-        values = np.concatenate([frame.to_numpy() for frame in frames])
-        return pd.DataFrame(values, columns=first.columns)
-    return pd.concat(frames, ignore_index=True)
-
-
-def _length(raw: Any) -> int:
-    if isinstance(raw, (np.ndarray, pd.DataFrame, pd.Series, list)) and np.ndim(raw) > 0:
-        return len(raw)
-    return -1
-
-
-def _slice(raw: Any, start: int, stop: int) -> Any:
-    if isinstance(raw, (pd.DataFrame, pd.Series)):
-        return raw.iloc[start:stop]
-    return raw[start:stop]
+def _settle(answer: asyncio.Future[bytes], outcome: bytes | BaseException) -> None:
+    """Answer a request, unless it has its answer already (or its client went away)."""
+    if answer.done():
+        return
+    if isinstance(outcome, BaseException):
+        answer.set_exception(outcome)
+    else:
+        answer.set_result(outcome)

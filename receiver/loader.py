@@ -61,9 +61,9 @@ class FastModelLoader(Generic[K, V]):
             return self._hit(key)
 
     def get(self, key: K) -> V:
-        """The cached value for `key`, loading it once however many callers miss at once.
+        """Blocking: the cached value for `key`, loading it once however many callers miss.
 
-        Blocking: call it from a worker thread, never on the event loop. A failed load is
+        Call it from a worker thread, never on the event loop. A failed load is
         not cached; every waiter of that load gets its exception.
         """
         with self._lock:

@@ -23,6 +23,7 @@ from receiver import threads
 from receiver.metrics import Metrics
 from receiver.models import Models
 from receiver.registry import LoadedModel, ModelLoadFailed, ModelNotFound, RegistryUnavailable
+from receiver.retryable import Retryable
 
 PINNED_LOADS = 2
 FAILED_TTL = 30.0
@@ -30,10 +31,8 @@ FAILED_TTL = 30.0
 _MAX_DIGITS = 18
 
 
-class PinnedLoadsBusy(RuntimeError):
+class PinnedLoadsBusy(Retryable):
     """Too many pinned versions are loading at once; retry shortly."""
-
-    retry_after = 1
 
 
 def canonical_version(version: str) -> bool:
@@ -86,7 +85,7 @@ class PinnedModels:
     async def _load(self, name: str, version: str) -> LoadedModel:
         """Load into the cache in a model_work thread; every failure as a domain error."""
         try:
-            return await threads.run(self._models.get, name, version, limiter=self._limiter)
+            return await threads.run(self._limiter, self._models.get, name, version)
         except (ModelNotFound, ModelLoadFailed):
             raise
         except MlflowException as exc:

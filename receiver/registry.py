@@ -131,7 +131,7 @@ class Registry:
             logger.error("The model folder %s cannot be made: %s", root, exc)
 
     def close(self) -> None:
-        """Remove the model folder made at start (downloads of every version included)."""
+        """Blocking: remove the model folder made at start (every version's download too)."""
         if self._owns_root:
             shutil.rmtree(self._model_root, ignore_errors=True)
             logger.info("Removed the model folder %s", self._model_root)
@@ -161,7 +161,8 @@ class Registry:
             return latest_by_stage(self._client.get_latest_versions(name, stages=self._stages))
 
     def load(self, name: str, version: str) -> LoadedModel:
-        """Download, load and warm up one version. Raises ModelNotFound if it does not exist."""
+        """Blocking: download, load and warm up one version. Raises ModelNotFound if it does
+        not exist."""
         try:
             model_version = self._client.get_model_version(name, version)
         except MlflowException as exc:
@@ -190,7 +191,7 @@ class Registry:
                            load_seconds=seconds)
 
     def release(self, model: LoadedModel) -> None:
-        """Delete a model's downloaded files once nothing serves or caches it."""
+        """Blocking: delete a model's downloaded files once nothing serves or caches it."""
         shutil.rmtree(model.local_path, ignore_errors=True)
         logger.info("Cleaned up model version %s of %s", model.version, model.name)
 

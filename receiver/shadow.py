@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import anyio
 
 from receiver import rollout, threads
+from receiver.codec import Codec
 from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
@@ -45,7 +46,7 @@ MAX_WAIT_SECONDS = 2.0
 class _Shadow:
     model: LoadedModel
     body: bytes
-    mime: str
+    codec: Codec
     primary_answer: bytes
     queued_at: float
 
@@ -85,9 +86,9 @@ class ShadowScorer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def __call__(self, shadow: LoadedModel, body: bytes, mime: str,
+    async def __call__(self, shadow: LoadedModel, body: bytes, codec: Codec,
                        primary_answer: bytes) -> None:
-        job = _Shadow(shadow, body, mime, primary_answer, self._clock())
+        job = _Shadow(shadow, body, codec, primary_answer, self._clock())
         if self._stopped or len(self._pending) >= self._max_pending:
             self._shed(job)
             return
@@ -113,8 +114,8 @@ class ShadowScorer:
                 answers: Sequence[bytes | Exception]
                 try:
                     answers = await threads.run(
-                        self._lane.score_all, calls[0].model,
-                        [(job.body, job.mime) for job in calls], limiter=self._limiter)
+                        self._limiter, self._lane.score_all, calls[0].model,
+                        [(job.body, job.codec) for job in calls])
                 except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
                     answers = [exc] * len(calls)
                 for job, answer in zip(calls, answers, strict=True):

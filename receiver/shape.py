@@ -8,7 +8,7 @@ pandas will split it, which costs milliseconds for the widest. They only ever re
 certainly too wide; anything they cannot read is left to the parser and its error messages.
 
 This is the one guard: scoring.parse trusts it, so whatever parses a request calls check()
-first (ScoringLane.score does).
+first (batching.parse does, through codec.MlflowCodec).
 """
 
 from __future__ import annotations

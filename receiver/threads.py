@@ -7,13 +7,15 @@ bound in one place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 # Downloads, loads and registry calls: mostly waiting on the network and disk, so a few run at
@@ -46,6 +48,12 @@ class Limiters:
                    shadow=anyio.CapacityLimiter(SHADOW_THREADS))
 
 
-async def run(func: Callable[..., T], *args: Any, limiter: anyio.CapacityLimiter) -> T:
-    """`func(*args)` in a worker thread, holding a token of `limiter` while it runs."""
-    return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
+async def run(limiter: anyio.CapacityLimiter, func: Callable[P, T], /, *args: P.args,
+              **kwargs: P.kwargs) -> T:
+    """`func(*args, **kwargs)` in a worker thread, holding a token of `limiter` while it runs.
+
+    The limiter comes first so that the arguments are typed as `func`'s own. The thread is
+    not cancelled with its caller (that would free its token while it still runs): the
+    caller's cancellation waits until `func` returns."""
+    return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs),
+                                          limiter=limiter)

@@ -97,8 +97,7 @@ class ModelUpdater:
             waiters, self._pending = self._pending, None
             trigger: Trigger = self._pending_trigger if waiters is not None else "poll"
             try:
-                result = await threads.run(self._models.refresh_all, trigger,
-                                           limiter=self._limiter)
+                result = await threads.run(self._limiter, self._models.refresh_all, trigger)
             except Exception as exc:  # the updater must outlive any failure
                 logger.exception("Model refresh crashed")
                 result = RefreshResult(crash=repr(exc))

@@ -10,10 +10,12 @@ from typing import Any
 import anyio
 import pytest
 
+from receiver.codec import Codec, MlflowCodec
 from receiver.metrics import Metrics
 from receiver.references import Reference, Share, parse_reference, parse_references, parse_share
 from receiver.registry import LoadedModel
 from receiver.rollout import Contender, Router, agree, bucket
+from receiver.scoring import JSON
 from receiver.settings import Settings, SettingsError
 from receiver.shadow import ShadowScorer
 from tests.support.fakes import loaded_model
@@ -174,7 +176,7 @@ class FakeLane:
     def busy(self) -> bool:
         return self.is_busy
 
-    def score_all(self, model: LoadedModel, bodies: list[tuple[bytes, str]]) -> list[bytes]:
+    def score_all(self, model: LoadedModel, bodies: list[tuple[bytes, Codec]]) -> list[bytes]:
         self.calls.append(len(bodies))
         if isinstance(self.answer, Exception):
             raise self.answer
@@ -192,7 +194,7 @@ def shadow_run(lane: FakeLane, primary: list[Any], shadows: int = 1,
                               max_pending, linger=0, max_wait=max_wait)
         answer, shadow = json.dumps({"predictions": primary}).encode(), model("3")
         for _ in range(shadows):
-            await scorer(shadow, b"{}", "application/json", answer)
+            await scorer(shadow, b"{}", MlflowCodec(JSON), answer)
         await scorer.join()
         assert scorer.pending() == 0
 
@@ -237,7 +239,7 @@ def test_shadows_wait_while_the_lane_is_busy_and_run_once_it_is_not() -> None:
     async def scenario() -> None:
         scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), metrics,  # type: ignore[arg-type]
                               8, linger=0)
-        await scorer(model("3"), b"{}", "application/json", b'{"predictions": [1]}')
+        await scorer(model("3"), b"{}", MlflowCodec(JSON), b'{"predictions": [1]}')
         for _ in range(20):  # drain rounds while the lane stays busy: nothing runs
             await asyncio.sleep(0)
         assert lane.calls == [] and scorer.pending() == 1
@@ -264,10 +266,10 @@ def test_stop_drops_waiting_shadows_and_ends_the_drain() -> None:
     async def scenario() -> ShadowScorer:
         scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), Metrics(),  # type: ignore[arg-type]
                               8, linger=0)
-        await scorer(model("3"), b"{}", "application/json", b'{"predictions": [1]}')
+        await scorer(model("3"), b"{}", MlflowCodec(JSON), b'{"predictions": [1]}')
         await scorer.stop()
         await scorer.join()  # returns: no drain left
-        await scorer(model("3"), b"{}", "application/json", b'{"predictions": [1]}')
+        await scorer(model("3"), b"{}", MlflowCodec(JSON), b'{"predictions": [1]}')
         return scorer
 
     assert asyncio.run(scenario()).pending() == 0 and lane.calls == []
