@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import fanout, fleet, memory, promotion, registry_cost, storm, swap, throughput
+from bench import fanout, fleet, memory, promotion, registry_cost, storm, swap, throughput, workers
 from bench.config import Config
 from bench.report import render
 from bench.result import PartResult
@@ -39,7 +39,8 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     5: ("Cost to the registry", registry_cost.run),
     6: ("Notification storm", storm.run),
     7: ("Fan-out to 1,000 replicas behind one name", fanout.run),
-    8: ("Progressive delivery", fleet.run),
+    8: ("Worker processes", workers.run),
+    9: ("Progressive delivery", fleet.run),
 }
 
 

@@ -37,7 +37,7 @@ class Config:
     # 7. fan-out
     fanout_replicas: int = 1000
     fanout_rounds: int = 20
-    # 8. progressive delivery
+    # 9. progressive delivery
     rollout_step_seconds: float = 5.0
     rollout_rounds: int = 3
     rollout_aborts: int = 20

@@ -113,7 +113,7 @@ def _abort_lag(tags: RolloutTags, urls: list[str]) -> float:
 
 
 def run(stack: Stack, cfg: Config) -> PartResult:
-    result = PartResult(8, "Progressive delivery")
+    result = PartResult(9, "Progressive delivery")
     server, receivers = _start_fleet(stack)
     urls = [receiver.url for receiver in receivers]
     client = stack.client(server.url)

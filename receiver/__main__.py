@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import functools
 import ipaddress
 import logging
+import socket
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from mlflow_hotswap_plugin import env
-from receiver import connections, redact
+from receiver import connections, redact, worker, workers
 from receiver.app import create_app
-from receiver.settings import Settings, SettingsError
+from receiver.host import WorkerSeat
+from receiver.settings import Settings, SettingsError, parse_workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--workers", metavar="N",
+                        help="worker processes sharing the port, or 'auto' (one per usable "
+                             "core); default HOTSWAP_WORKERS, else 1")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level.upper(),
@@ -36,15 +44,30 @@ def main(argv: list[str] | None = None) -> int:
     redact.install_log_filter()
     try:
         settings = Settings.from_env()
+        if args.workers is not None:
+            settings = dataclasses.replace(settings, workers=parse_workers(args.workers))
     except SettingsError as exc:
         print(f"mlflow-hotswap-receiver: {exc}", file=sys.stderr)
         return 2
     for warning in exposure_warnings(args.host, settings):
         logging.getLogger("receiver").warning(warning)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log, log_config=_uvicorn_log_config(),
-                http=connections.protocol(connections.Limits.of(settings)))
+    options = {"log_level": args.log_level, "access_log": args.access_log,
+               "log_config": _uvicorn_log_config(),
+               "http": connections.protocol(connections.Limits.of(settings))}
+    if settings.workers > 1:
+        serve = functools.partial(_serve_worker, settings, options)
+        supervisor = workers.Supervisor(settings.workers, workers.listen(args.host, args.port),
+                                        serve, settings.update_interval)
+        logging.getLogger("receiver").info("Serving on %s:%d with %d workers", args.host,
+                                           args.port, settings.workers)
+        return supervisor.run()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, **options)
     return 0
+
+
+def _serve_worker(settings: Settings, options: dict[str, Any], seat: WorkerSeat,
+                  listener: socket.socket, metrics_dir: Path) -> int:
+    return worker.serve(settings, seat, listener, metrics_dir, options)
 
 
 def environment_help(width: int = 100) -> str:

@@ -30,12 +30,16 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.updater.start()
+        if service.link is not None:
+            service.link.start()
         logger.info("Serving %s, following %s in MLflow at %s",
                     ", ".join(service.settings.model_names), service.settings.reference,
                     redact.uri(service.settings.tracking_uri))
         try:
             yield
         finally:
+            if service.link is not None:
+                service.link.stop()
             await service.shadow.stop()
             await service.updater.stop()
             service.registry.close()

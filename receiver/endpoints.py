@@ -12,7 +12,7 @@ import hmac
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -195,13 +195,37 @@ async def current_model(request: Request) -> JSONResponse:
     service = _service(request)
     default = _served_or_503(service, service.settings.default_model)
     models = {name: _describe(service, name) for name in service.settings.model_names}
-    return JSONResponse({**_describe(service, default.name), "models": models})
+    return JSONResponse({**_describe(service, default.name), "models": models,
+                         **_describe_host(service)})
+
+
+def _describe_host(service: Service) -> dict[str, Any]:
+    """Under a supervisor: every worker's served versions, and whether they all agree."""
+    if service.host is None:
+        return {}
+    workers = service.host.workers()
+    versions = [worker["versions"].get(service.settings.default_model) for worker in workers]
+    return {"workers": workers,
+            "converged": None not in versions and len(set(versions)) == 1}
+
+
+def _ready(service: Service) -> bool:
+    """The default model is served here, and by every worker of the host."""
+    name = service.settings.default_model
+    if service.models.served(name) is None:
+        return False
+    if service.host is None:
+        return True
+    return all(worker["versions"].get(name) is not None for worker in service.host.workers())
 
 
 async def reload_models(request: Request) -> JSONResponse:
     service = _service(request)
     _require_admin(request, service.settings.admin_token)
-    result = await service.updater.trigger("manual")
+    refreshed = service.updater.trigger("manual")
+    if service.link is not None:
+        service.link.relay("manual")  # the other workers refresh alongside this one
+    result = await refreshed
     name = service.settings.default_model
     version = _version(service, name)
     if result.status.get(name, RefreshStatus.FAILED) == RefreshStatus.FAILED:
@@ -254,13 +278,15 @@ async def webhook(request: Request) -> JSONResponse:
         outcomes.labels(outcome="ignored").inc()
         return JSONResponse({"status": "ignored"}, status_code=202)
     service.updater.trigger("webhook")
+    if service.link is not None:
+        service.link.relay("webhook")
     outcomes.labels(outcome="accepted").inc()
     return JSONResponse({"status": "accepted"}, status_code=202)
 
 
 async def health(request: Request) -> JSONResponse:
     service = _service(request)
-    loaded = service.models.served(service.settings.default_model) is not None
+    loaded = _ready(service)
     body = {"model_loaded": loaded,
             "models": {n: _version(service, n) for n in service.settings.model_names},
             "following": service.settings.reference,
@@ -268,7 +294,8 @@ async def health(request: Request) -> JSONResponse:
             "load_failures": _load_failures(service),
             "last_load_failure": service.models.guard.last_failure,
             "abandoned_loads": service.models.guard.abandoned(),
-            "uptime_seconds": round(time.monotonic() - service.started_at, 1)}
+            "uptime_seconds": round(time.monotonic() - service.started_at, 1),
+            **_describe_host(service)}
     return JSONResponse(body, status_code=200 if loaded else 503)
 
 
@@ -288,8 +315,10 @@ async def live(request: Request) -> JSONResponse:
 
 async def ready(request: Request) -> JSONResponse:
     service = _service(request)
-    if service.models.served(service.settings.default_model) is None:
-        return JSONResponse({"status": "not ready", "reason": "no model loaded yet"},
+    if not _ready(service):
+        reason = "no model loaded yet" if service.host is None else \
+            "a worker serves no model yet"
+        return JSONResponse({"status": "not ready", "reason": reason},
                             status_code=503,
                             headers={"Retry-After": str(service.updater.retry_after())})
     return JSONResponse({"status": "ready"})
@@ -309,5 +338,4 @@ async def version(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    registry = _service(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(_service(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,23 +1,36 @@
-"""Every Prometheus metric the receiver exports, on a registry of its own (one per app)."""
+"""Every Prometheus metric the receiver exports, on a registry of its own (one per app).
+
+Under a supervisor (`--workers N`) the values live in prometheus_client's multiprocess files
+(PROMETHEUS_MULTIPROC_DIR, set by the worker before it builds its app) and `/metrics` sums the
+workers, so a scraper sees one replica. The gauges say how: the queue depth is summed over the
+live workers, the served version is shown per live worker (a `pid` label), the start time is
+the first worker's.
+"""
 
 from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 multiprocess: bool = False) -> None:
         self.registry = registry or CollectorRegistry()
+        self.multiprocess = multiprocess
         r = self.registry
         # A reader of counter deltas (the rollout controller) tells a restarted replica by it.
+        # Under a supervisor the summed counters outlive a worker (its files stay), so the
+        # replica's start is its first worker's: the earliest, dead workers included.
         self.start_time = Gauge(
             "hotswap_start_time_seconds", "When this receiver started, in seconds since the epoch",
-            registry=r)
+            registry=r, multiprocess_mode="min")
         self.start_time.set(time.time())
         self.model_version = Gauge(
-            "hotswap_model_version", "Model version currently served", ["model"], registry=r)
+            "hotswap_model_version", "Model version currently served", ["model"], registry=r,
+            multiprocess_mode="liveall")
         self.cache_hits = Counter(
             "hotswap_model_cache_hits", "Model lookups answered from the in-memory cache",
             registry=r)
@@ -62,7 +75,7 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.queue_depth = Gauge(
             "hotswap_lane_queue_depth", "Requests admitted to the scoring lane and not yet "
-            "answered", registry=r)
+            "answered", registry=r, multiprocess_mode="livesum")
         self.shed_requests = Counter(
             "hotswap_requests_shed", "Requests refused or dropped by the scoring lane, by reason "
             "(overloaded: 503, timeout: 504)", ["reason"], registry=r)
@@ -88,3 +101,11 @@ class Metrics:
             "hotswap_shadow_shed", "Shadow predictions skipped because the server was busy (the "
             "shadow queue full, or requests queued in the lane for as long as a shadow may wait)",
             ["model", "version"], registry=r)
+
+    def exposition(self) -> bytes:
+        """The text /metrics answers: this process's metrics, or every worker's summed."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+        return generate_latest(summed)

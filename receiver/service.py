@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
+from receiver.host import HostState, WorkerSeat
 from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
-from receiver.models import Models
+from receiver.models import Models, RefreshResult
 from receiver.pinning import PinnedModels
 from receiver.registry import Registry, RegistryLike
+from receiver.relay import WorkerLink
 from receiver.rollout import Router
 from receiver.settings import Settings
 from receiver.shadow import ShadowScorer
@@ -18,14 +20,19 @@ from receiver.webhooks import WebhookVerifier
 
 
 class Service:
+    """`seat`: given to a worker process by its supervisor (`--workers N`); None when this
+    process serves alone."""
+
     def __init__(self, settings: Settings, registry: RegistryLike | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, seat: WorkerSeat | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(multiprocess=seat is not None)
         self.limiters = Limiters.create(settings.predict_threads)
         self.registry: RegistryLike = registry or Registry(settings)
         self.models = Models(settings, self.registry, self.metrics)
-        self.updater = ModelUpdater(settings, self.models, self.limiters.model_work)
+        # A worker's poll is timed by its supervisor, once for the whole host.
+        self.updater = ModelUpdater(settings, self.models, self.limiters.model_work,
+                                    polls=seat is None)
         self.pinned = PinnedModels(self.models, self.limiters.model_work, self.metrics)
         self.lane = ScoringLane(settings, self.limiters, self.metrics)
         self.router = Router()
@@ -33,3 +40,13 @@ class Service:
                                    settings.max_queue)
         self.verifier = WebhookVerifier(settings.webhook_secret, settings.webhook_max_age)
         self.started_at = time.monotonic()
+        self.host = HostState(seat) if seat is not None else None
+        self.link = (WorkerLink(seat.link, settings, self.models, self.updater)
+                     if seat is not None else None)
+        if self.host is not None:
+            self.updater.on_refresh(self._publish)
+
+    def _publish(self, _: RefreshResult) -> None:
+        assert self.host is not None
+        self.host.publish({name: getattr(self.models.served(name), "version", None)
+                           for name in self.settings.model_names})

@@ -8,6 +8,7 @@ README's settings table show.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,6 +26,27 @@ _SHARE = "<stage or @alias>[:<percent>], e.g. @challenger:10"
 
 def _shadow(text: str) -> Share:
     return parse_share(text, untagged=100.0)
+
+
+def usable_cores() -> int:
+    # The affinity mask, not os.cpu_count(): a container or taskset may allow fewer cores.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _workers(raw: str) -> int:
+    if raw.strip().lower() == "auto":
+        return usable_cores()
+    return env.integer(low=1).parse(raw.strip())
+
+
+def parse_workers(raw: str) -> int:
+    """`--workers`: read and checked as HOTSWAP_WORKERS is (errors name that variable)."""
+    setting = env.declared(Settings, "workers")
+    value: int = setting.parse(raw)
+    setting.validate(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,11 @@ class Settings:
         "`<stage or @alias>[:<percent>]`, e.g. `Staging:50`: that share also scored by that "
         "version after the answer is sent. Without `:<percent>` the share is the tag "
         "`hotswap.shadow_percent`; with no tag, 100; a value that is not a percent, 0"))
+    # Worker processes sharing the port (workers.py); 1 serves from this process alone.
+    workers: int = field(default=1, metadata=env.declare(
+        "HOTSWAP_WORKERS", env.Kind(_workers, "an integer or auto", env.integer(low=1).validate),
+        "worker processes sharing the port and swapping together (`--workers N` wins over "
+        "it); `auto`: one per core this process may use"))
 
     def __post_init__(self) -> None:
         env.check(self)

@@ -5,7 +5,8 @@ One background task owns every refresh, so refreshes never overlap: it wakes on 
 `Models.refresh_all` in a model_work thread. Triggers that arrive while a refresh runs are
 coalesced into one more refresh, which is what they all wait for. After a failed refresh the
 next comes sooner (5, 10, 30, 60 s); the poll interval is jittered by +-10 %, so replicas
-started together do not ask the registry in step.
+started together do not ask the registry in step. Under a supervisor (workers.py) the host
+times the poll for all its workers, so a worker's own updater is built with `polls=False`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from receiver.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+RefreshListener = Callable[[RefreshResult], None]
+
 # A burst of notifications is settled before the registry is asked: the refresh waits until
 # none has come for QUIET seconds, at most SETTLE_MAX. A storm of any size costs one resolve,
 # plus one for those that arrive while it runs. One notification costs QUIET, and is worth it:
@@ -39,8 +42,10 @@ JITTER = 0.1
 class ModelUpdater:
     def __init__(self, settings: Settings, models: Models, limiter: anyio.CapacityLimiter,
                  clock: Callable[[], float] = time.monotonic,
-                 draw: Callable[[], float] = random.random) -> None:
+                 draw: Callable[[], float] = random.random, polls: bool = True) -> None:
         self._settings = settings
+        self._polls = polls
+        self._listeners: list[RefreshListener] = []
         self._models = models
         self._limiter = limiter
         self._clock = clock
@@ -78,6 +83,10 @@ class ModelUpdater:
         self._wakeup.set()
         return self._pending
 
+    def on_refresh(self, listener: RefreshListener) -> None:
+        """Call `listener` on the event loop after every refresh, whatever triggered it."""
+        self._listeners.append(listener)
+
     def retry_after(self) -> int:
         """Seconds a client should wait before the next attempt to load a model."""
         if self.next_attempt_at is None:
@@ -88,7 +97,7 @@ class ModelUpdater:
         assert self._wakeup is not None
         while True:
             delay = self._delay()
-            self.next_attempt_at = self._clock() + delay
+            self.next_attempt_at = None if delay is None else self._clock() + delay
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
             if self._pending is not None and self._pending_trigger == "webhook":
@@ -104,6 +113,8 @@ class ModelUpdater:
             self._consecutive_failures = self._consecutive_failures + 1 if result.failed else 0
             if waiters is not None and not waiters.done():
                 waiters.set_result(result)
+            for listener in self._listeners:
+                listener(result)
 
     async def _settle(self) -> None:
         first = self._clock()
@@ -114,9 +125,11 @@ class ModelUpdater:
                 return
             await asyncio.sleep(min(QUIET - quiet_for, SETTLE_MAX - (now - first)))
 
-    def _delay(self) -> float:
+    def _delay(self) -> float | None:
         interval = self._settings.update_interval
         if not self._consecutive_failures:
+            if not self._polls:
+                return None  # woken only by a trigger
             return interval * (1 + JITTER * (2 * self._draw() - 1))
         delays = self._settings.retry_delays
         retry = delays[min(self._consecutive_failures, len(delays)) - 1]

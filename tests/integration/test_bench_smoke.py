@@ -28,12 +28,12 @@ def test_every_benchmark_part_runs_and_yields_figures(tmp_path: Path) -> None:
     assert done.returncode == 0, f"stdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
 
     results = json.loads(results_path.read_text())
-    assert [part["number"] for part in results] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [part["number"] for part in results] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     for part in results:
         assert part["error"] is None, part
         assert part["figures"], f"part {part['number']} produced no figures"
         assert all(figure["value"] for figure in part["figures"]), part
     report = report_path.read_text()
     assert "`nproc`" in report and "## 6. Notification storm" in report
-    assert "## 7. Fan-out to 1,000 replicas behind one name" in report
-    assert "## 8. Progressive delivery" in report
+    assert "## 7. Fan-out to " in report  # smoke mode fans out to fewer replicas
+    assert "## 9. Progressive delivery" in report

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from receiver.settings import Settings, SettingsError
+from receiver.settings import Settings, SettingsError, parse_workers
 
 BASE = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MODEL_NAME": "fraud, churn"}
 
@@ -43,3 +45,20 @@ def test_prediction_threads_default_to_one_and_can_be_raised() -> None:
     assert Settings.from_env({**BASE, "HOTSWAP_PREDICT_THREADS": "4"}).predict_threads == 4
     with pytest.raises(SettingsError, match="HOTSWAP_PREDICT_THREADS"):
         Settings.from_env({**BASE, "HOTSWAP_PREDICT_THREADS": "0"})
+
+
+def test_workers_default_to_one_and_auto_means_the_usable_cores() -> None:
+    assert Settings.from_env(BASE).workers == 1
+    assert Settings.from_env({**BASE, "HOTSWAP_WORKERS": "3"}).workers == 3
+    usable = len(os.sched_getaffinity(0))
+    assert Settings.from_env({**BASE, "HOTSWAP_WORKERS": " Auto "}).workers == usable
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(SettingsError, match="HOTSWAP_WORKERS"):
+            Settings.from_env({**BASE, "HOTSWAP_WORKERS": bad})
+
+
+def test_the_workers_flag_is_read_as_the_variable_is() -> None:
+    assert parse_workers("2") == 2
+    assert parse_workers("auto") == len(os.sched_getaffinity(0))
+    with pytest.raises(SettingsError, match="HOTSWAP_WORKERS"):
+        parse_workers("0")

@@ -172,7 +172,7 @@ def test_the_poll_interval_is_jittered_so_replicas_do_not_poll_in_step() -> None
         delays.append(updater._delay())
     assert delays == pytest.approx([60.0 * (1 - JITTER), 60.0, 60.0 * (1 + JITTER)])
     spread = {make(FakeRegistry(), update_interval=60.0)[0]._delay() for _ in range(20)}
-    assert len(spread) > 1 and all(54.0 <= d <= 66.0 for d in spread)
+    assert len(spread) > 1 and all(d is not None and 54.0 <= d <= 66.0 for d in spread)
 
 
 def test_what_a_load_brings_is_frozen_out_of_the_cyclic_collector() -> None:
@@ -189,3 +189,26 @@ def test_what_a_load_brings_is_frozen_out_of_the_cyclic_collector() -> None:
 
     run(scenario())
     assert gc.get_freeze_count() > 0
+
+
+def test_a_worker_updater_never_polls_and_tells_its_listeners_of_every_refresh() -> None:
+    registry = FakeRegistry()
+    settings = Settings(tracking_uri="http://unused", model_names=("m",), update_interval=0.01)
+    models = Models(settings, registry, Metrics())
+    updater = ModelUpdater(settings, models, Limiters.create(1).model_work, polls=False)
+    heard: list[dict[str, RefreshStatus]] = []
+    updater.on_refresh(lambda result: heard.append(result.status))
+
+    async def scenario() -> None:
+        async with running(updater):
+            resolves = registry.resolves
+            # Many poll intervals pass with no refresh: the supervisor times the host's poll.
+            await asyncio.sleep(0.2)
+            assert registry.resolves == resolves
+            assert updater.next_attempt_at is None
+            registry.pointer = "2"
+            await updater.trigger("poll")
+
+    run(scenario())
+    assert heard[-1] == {"m": RELOADED}
+    assert len(heard) == registry.resolves
