@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver import compat, scoring
-from receiver.codec import MlflowCodec
+from receiver.codec import Codec, MlflowCodec
 from receiver.errors import ApiError, ModelNotLoaded, error_response
-from receiver.lane import ClientGone
+from receiver.lane import ClientGone, DeadlineExceeded, Overloaded
 from receiver.models import RefreshStatus
 from receiver.redact import scrub
 from receiver.references import Reference, Share
@@ -118,7 +118,9 @@ async def _disconnected(request: Request) -> None:
 
 
 async def _score(request: Request, model: LoadedModel, role: Role = "primary",
-                 shadow: LoadedModel | None = None) -> Response:
+                 shadow: LoadedModel | None = None, primary: LoadedModel | None = None
+                 ) -> Response:
+    """Score with `model`; for a canary, `primary` answers when the canary's predict fails."""
     service = _service(request)
     codec = MlflowCodec(scoring.media_type(request.headers.get("content-type")))
     # Admission first, from the backlog alone: a refusal costs no body read and no parse.
@@ -132,19 +134,44 @@ async def _score(request: Request, model: LoadedModel, role: Role = "primary",
             content = await service.lane.score(model, body, codec, ticket, gone)
         except ClientGone:
             raise
-        except Exception:
+        except (Overloaded, DeadlineExceeded):
             metrics.prediction_errors.labels(**labels).inc()
-            raise
+            raise  # the lane's own refusals: the primary would meet them just the same
+        except Exception:
+            if primary is None:
+                metrics.prediction_errors.labels(**labels).inc()
+                raise
+            model, role = primary, "primary"
+            content = await _fall_back(service, primary, body, codec, labels)
+        else:
+            metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
+            metrics.predictions.labels(**labels).inc()
         finally:
             gone.cancel()
-    metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
-    metrics.predictions.labels(**labels).inc()
     # Starlette runs a background task once the response is sent: the shadow cannot touch it.
     background = (BackgroundTask(service.shadow, shadow, body, codec, content)
                   if shadow is not None else None)
     return Response(content, media_type=scoring.JSON, background=background,
                     headers={"X-Model-Name": model.name, "X-Model-Version": model.version,
                              "X-Model-Role": role})
+
+
+async def _fall_back(service: Service, primary: LoadedModel, body: bytes, codec: Codec,
+                     canary: dict[str, str]) -> bytes:
+    """The primary's answer to a body the canary failed on. A failing canary is the rollout's
+    problem, never the client's: it counts against the canary. A body the primary refuses too
+    was a bad request: it counts against the primary, as it would have without a canary."""
+    metrics = service.metrics
+    primary_labels = {"model": primary.name, "version": primary.version, "role": "primary"}
+    try:
+        content = await service.lane.score(primary, body, codec)
+    except Exception:
+        metrics.prediction_errors.labels(**primary_labels).inc()
+        raise
+    metrics.predictions.labels(**primary_labels).inc()
+    metrics.prediction_errors.labels(**canary).inc()
+    metrics.canary_fallbacks.labels(model=canary["model"], version=canary["version"]).inc()
+    return content
 
 
 def _route(request: Request, name: str) -> Route:
@@ -162,14 +189,14 @@ def _route(request: Request, name: str) -> Route:
 
 async def invocations(request: Request) -> Response:
     route = _route(request, _service(request).settings.default_model)
-    return await _score(request, route.model, route.role, route.shadow)
+    return await _score(request, route.model, route.role, route.shadow, route.fallback)
 
 
 async def model_invocations(request: Request) -> Response:
     service = _service(request)
     name = _known_name_or_404(service, request.path_params["name"])
     route = _route(request, name)
-    return await _score(request, route.model, route.role, route.shadow)
+    return await _score(request, route.model, route.role, route.shadow, route.fallback)
 
 
 async def pinned_invocations(request: Request) -> Response:
