@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench import (
     fanout,
+    fleet,
     memory,
     overload,
     promotion,
@@ -52,7 +53,8 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     7: ("Fan-out to 1,000 replicas behind one name", fanout.run),
     8: ("Worker processes", workers.run),
     9: ("Overload: goodput at 1,000 clients", overload.run),
-    10: ("Open Inference Protocol", v2.run),
+    10: ("Progressive delivery", fleet.run),
+    11: ("Open Inference Protocol", v2.run),
 }
 
 
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few seconds per part")
-    parser.add_argument("--parts", default="1,2,3,4,5,6,7,8,9,10",
+    parser.add_argument("--parts", default=",".join(map(str, PARTS)),
                         help="comma-separated part numbers")
     parser.add_argument("--report", type=Path, default=None,
                         help="Markdown report path (default bench/REPORT.md, or "
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = [int(p) for p in args.parts.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
-        parser.error(f"unknown part(s) {unknown}; parts are 1-{max(PARTS)}")
+        parser.error(f"unknown part(s) {unknown}; parts are {min(PARTS)}-{max(PARTS)}")
     cfg = Config.quick() if args.smoke else Config.full()
     report_path = args.report or (ROOT / "bench" / "out" / "REPORT-smoke.md" if args.smoke
                                   else ROOT / "bench" / "REPORT.md")

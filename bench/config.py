@@ -37,6 +37,10 @@ class Config:
     # 7. fan-out
     fanout_replicas: int = 1000
     fanout_rounds: int = 20
+    # 9. progressive delivery
+    rollout_step_seconds: float = 5.0
+    rollout_rounds: int = 3
+    rollout_aborts: int = 20
 
     @classmethod
     def full(cls) -> Config:
@@ -50,4 +54,5 @@ class Config:
                    baseline_restarts=0, load_seconds=2.0, concurrencies=(8,),
                    row_counts=(1, 100), floor_iterations=20, memory_swaps=6,
                    memory_cache_size=2, registry_calls=10, storm_notifications=100,
-                   storm_seconds=0.5, fanout_replicas=100, fanout_rounds=2)
+                   storm_seconds=0.5, fanout_replicas=100, fanout_rounds=2,
+                   rollout_step_seconds=1.0, rollout_rounds=1, rollout_aborts=3)

@@ -25,6 +25,7 @@ from receiver.models import RefreshStatus
 from receiver.redact import scrub
 from receiver.references import Reference, Share
 from receiver.registry import LoadedModel
+from receiver.rollout import Route
 from receiver.service import Service
 from receiver.shares import CurrentShare
 from receiver.webhooks import MAX_NOTIFICATION_BYTES, InvalidSignature, MalformedNotification
@@ -78,14 +79,14 @@ def _mlflow_codec(request: Request) -> handling.CodecFor:
 async def invocations(request: Request) -> Response:
     route = handling.route(request, service_of(request).settings.default_model)
     codec_for = _mlflow_codec(request)
-    return await handling.score(request, route.model, codec_for, route.role, route.shadow)
+    return await handling.score(request, route, codec_for)
 
 
 async def model_invocations(request: Request) -> Response:
     name = known_name_or_404(service_of(request), request.path_params["name"])
     route = handling.route(request, name)
     codec_for = _mlflow_codec(request)
-    return await handling.score(request, route.model, codec_for, route.role, route.shadow)
+    return await handling.score(request, route, codec_for)
 
 
 async def pinned_invocations(request: Request) -> Response:
@@ -93,7 +94,7 @@ async def pinned_invocations(request: Request) -> Response:
     name = known_name_or_404(service, request.path_params["name"])
     codec_for = _mlflow_codec(request)  # before the version loads: a 415 costs no load
     model = await service.pinned.get(name, request.path_params["version"])
-    return await handling.score(request, model, codec_for)
+    return await handling.score(request, Route(model, "primary"), codec_for)
 
 
 async def current_model(request: Request) -> JSONResponse:

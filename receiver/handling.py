@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from receiver.codec import Codec
 from receiver.errors import ApiError, ModelNotLoaded
-from receiver.lane import ClientGone
+from receiver.lane import ClientGone, DeadlineExceeded, Overloaded
 from receiver.registry import LoadedModel
 from receiver.rollout import Contender, Role, Route
 from receiver.scoring import JSON
@@ -90,34 +90,65 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def score(request: Request, model: LoadedModel, codec_for: CodecFor,
-                role: Role = "primary", shadow: LoadedModel | None = None) -> Response:
-    """`model`'s answer to the request's body, counted by model version, role and protocol;
-    a shadow, if any, scores the same body once the answer is sent."""
+async def score(request: Request, route: Route, codec_for: CodecFor) -> Response:
+    """The answer of `route.model` to the request's body, counted by model version, role and
+    protocol; for a canary, `route.fallback` (the primary) answers when the canary's predict
+    fails. A shadow, if any, scores the same body once the answer is sent."""
     service = service_of(request)
+    model, role = route.model, route.role
     codec = codec_for(model)
     # Admission first, from the backlog alone: a refusal costs no body read and no parse.
     with service.lane.admit() as ticket:
         body = await read_body(request, service.settings.max_body_bytes)
         metrics = service.metrics
-        labels = {"model": model.name, "version": model.version, "role": role,
-                  "protocol": codec.protocol}
+        labels = _labels(model, role, codec)
         started = time.perf_counter()
         gone = asyncio.ensure_future(_disconnected(request))
         try:
             content = await service.lane.score(model, body, codec, ticket, gone)
         except ClientGone:
             raise  # nobody's prediction failed: the client left
-        except Exception:
+        except (Overloaded, DeadlineExceeded):
             metrics.prediction_errors.labels(**labels).inc()
-            raise
+            raise  # the lane's own refusals: the primary would meet them just the same
+        except Exception:
+            if route.fallback is None:
+                metrics.prediction_errors.labels(**labels).inc()
+                raise
+            model, role = route.fallback, "primary"
+            content = await _fall_back(service, model, body, codec_for(model), labels)
+        else:
+            metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
+            metrics.predictions.labels(**labels).inc()
         finally:
             gone.cancel()
-    metrics.prediction_duration.labels(role=role).observe(time.perf_counter() - started)
-    metrics.predictions.labels(**labels).inc()
     # Starlette runs a background task once the response is sent: the shadow cannot touch it.
+    shadow = route.shadow
     background = (BackgroundTask(service.shadow, shadow, body, codec_for(shadow), content)
                   if shadow is not None else None)
     return Response(content, media_type=JSON, background=background,
                     headers={"X-Model-Name": model.name, "X-Model-Version": model.version,
                              "X-Model-Role": role})
+
+
+async def _fall_back(service: Service, primary: LoadedModel, body: bytes, codec: Codec,
+                     canary: dict[str, str]) -> bytes:
+    """The primary's answer to a body the canary failed on. A failing canary is the rollout's
+    problem, never the client's: it counts against the canary. A body the primary refuses too
+    was a bad request: it counts against the primary, as it would have without a canary."""
+    metrics = service.metrics
+    primary_labels = _labels(primary, "primary", codec)
+    try:
+        content = await service.lane.score(primary, body, codec)
+    except Exception:
+        metrics.prediction_errors.labels(**primary_labels).inc()
+        raise
+    metrics.predictions.labels(**primary_labels).inc()
+    metrics.prediction_errors.labels(**canary).inc()
+    metrics.canary_fallbacks.labels(model=canary["model"], version=canary["version"]).inc()
+    return content
+
+
+def _labels(model: LoadedModel, role: Role, codec: Codec) -> dict[str, str]:
+    return {"model": model.name, "version": model.version, "role": role,
+            "protocol": codec.protocol}

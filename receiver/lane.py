@@ -149,7 +149,7 @@ class ScoringLane:
         answer: asyncio.Future[bytes] = loop.create_future()
         # The deadline: the one timer that answers a request late. Whatever waits (a parse
         # thread, the queue, a predict thread) skips a request whose answer is done.
-        deadline = loop.call_later(self._timeout, self._expire, answer)
+        deadline = loop.call_later(self._timeout, _expire, answer, self._timeout)
         if gone is not None:
             gone.add_done_callback(lambda _: _settle(answer, _client_gone()))
         batchable = batching.batchable(model, self._mode)
@@ -178,11 +178,6 @@ class ScoringLane:
             return
         if parsed is not None and not answer.done():
             self._enqueue(model, batchable, _Request(parsed, answer, ticket))
-
-    def _expire(self, answer: asyncio.Future[bytes]) -> None:
-        _settle(answer, DeadlineExceeded(
-            f"The request was not scored within {self._timeout:g} s "
-            "(HOTSWAP_REQUEST_TIMEOUT); its work was dropped."))
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -238,6 +233,12 @@ class ScoringLane:
 
 
 _SHED_REASONS = {DeadlineExceeded: "timeout", ClientGone: "disconnected"}
+
+
+def _expire(answer: asyncio.Future[bytes], timeout: float) -> None:
+    _settle(answer, DeadlineExceeded(
+        f"The request was not scored within {timeout:g} s (HOTSWAP_REQUEST_TIMEOUT); its "
+        "work was dropped."))
 
 
 def _client_gone() -> ClientGone:

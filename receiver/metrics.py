@@ -3,10 +3,13 @@
 Under a supervisor (`--workers N`) the values live in prometheus_client's multiprocess files
 (PROMETHEUS_MULTIPROC_DIR, set by the worker before it builds its app) and `/metrics` sums the
 workers, so a scraper sees one replica. The gauges say how: the queue depth is summed over the
-live workers, the served version is shown per live worker (a `pid` label).
+live workers, the served version is shown per live worker (a `pid` label), the start time is
+the first worker's.
 """
 
 from __future__ import annotations
+
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -18,6 +21,13 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self.multiprocess = multiprocess
         r = self.registry
+        # A reader of counter deltas (the rollout controller) tells a restarted replica by it.
+        # Under a supervisor the summed counters outlive a worker (its files stay), so the
+        # replica's start is its first worker's: the earliest, dead workers included.
+        self.start_time = Gauge(
+            "hotswap_start_time_seconds", "When this receiver started, in seconds since the epoch",
+            registry=r, multiprocess_mode="min")
+        self.start_time.set(time.time())
         self.model_version = Gauge(
             "hotswap_model_version", "Model version currently served", ["model"], registry=r,
             multiprocess_mode="liveall")
@@ -84,6 +94,9 @@ class Metrics:
         self.prediction_errors = Counter(
             "hotswap_prediction_errors", "Predictions that failed, by model version, role and "
             "protocol", roles, registry=r)
+        self.canary_fallbacks = Counter(
+            "hotswap_canary_fallbacks", "Canary predictions that failed and were answered by "
+            "the primary instead", ["model", "version"], registry=r)
         self.shadow_comparisons = Counter(
             "hotswap_shadow_comparisons", "Shadow predictions compared with the primary's",
             ["model", "version"], registry=r)

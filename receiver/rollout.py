@@ -30,6 +30,7 @@ class Route:
     model: LoadedModel
     role: Role
     shadow: LoadedModel | None = None
+    fallback: LoadedModel | None = None  # answers when a canary's predict fails
 
 
 def bucket(key: str | None, salt: str, draw: Callable[[], float] = random.random) -> float:
@@ -60,7 +61,7 @@ class Router:
         primary's."""
         answering = self._drawn(canary, primary, key, "canary")
         if answering is not None:
-            return Route(answering, "canary")
+            return Route(answering, "canary", fallback=primary)
         return Route(primary, "primary", self._drawn(shadow, primary, key, "shadow"))
 
     def _drawn(self, contender: Contender | None, primary: LoadedModel, key: str | None,

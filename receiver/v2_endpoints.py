@@ -20,6 +20,7 @@ from receiver import handling, v2
 from receiver.errors import exception_handlers
 from receiver.handling import known_name_or_404, service_of
 from receiver.registry import LoadedModel
+from receiver.rollout import Route
 from receiver.scoring import JSON, UnsupportedMediaType
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -122,9 +123,9 @@ async def infer(request: Request) -> Response:
     version = request.path_params.get("version")
     codec_for = _v2_codec(request)
     if version is not None:
-        return await handling.score(request, await service.pinned.get(name, version), codec_for)
-    route = handling.route(request, name)
-    return await handling.score(request, route.model, codec_for, route.role, route.shadow)
+        pinned = await service.pinned.get(name, version)
+        return await handling.score(request, Route(pinned, "primary"), codec_for)
+    return await handling.score(request, handling.route(request, name), codec_for)
 
 
 def _v2_codec(request: Request) -> handling.CodecFor:

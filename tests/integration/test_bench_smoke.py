@@ -28,7 +28,7 @@ def test_every_benchmark_part_runs_and_yields_figures(tmp_path: Path) -> None:
     assert done.returncode == 0, f"stdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
 
     results = json.loads(results_path.read_text())
-    assert [part["number"] for part in results] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert [part["number"] for part in results] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     for part in results:
         assert part["error"] is None, part
         assert part["figures"], f"part {part['number']} produced no figures"
@@ -37,4 +37,5 @@ def test_every_benchmark_part_runs_and_yields_figures(tmp_path: Path) -> None:
     assert "`nproc`" in report and "## 6. Notification storm" in report
     assert "## 7. Fan-out to " in report  # smoke mode fans out to fewer replicas
     assert "## 9. Overload: goodput at 1,000 clients" in report
-    assert "## 10. Open Inference Protocol" in report
+    assert "## 10. Progressive delivery" in report
+    assert "## 11. Open Inference Protocol" in report

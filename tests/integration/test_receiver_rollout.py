@@ -7,8 +7,8 @@ deadline came by notification.
   Its challenger starts as an inverted model (trained on flipped labels), so a shadow or canary
   answer leaking into a primary one would show.
 - `tagged`: follows Production with a canary at @challenger whose share is the registered
-  model's tag `hotswap.canary_percent`. It also polls every 2 s, so a tag change reaches it
-  whether or not a notification carries it.
+  model's tag `hotswap.canary_percent`; a tag set or deleted reaches it by push, like any other
+  registry change.
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     staged = ReceiverSpec(STAGED, {"MODEL_PREWARM": "Staging"}, log_name="staged.log")
     rollout = ReceiverSpec(ROLLOUT, {"MODEL_CANARY": "@challenger:20",
                                      "MODEL_SHADOW": "@challenger"}, log_name="rollout.log")
-    tagged = ReceiverSpec(TAGGED, {"MODEL_CANARY": "@challenger", "MODEL_UPDATE_INTERVAL": "2"},
-                          log_name="tagged.log")
+    tagged = ReceiverSpec(TAGGED, {"MODEL_CANARY": "@challenger"}, log_name="tagged.log")
     with PluginStack(tmp_path_factory.mktemp("rollout"), secret=SECRET) as plugin:
         server = plugin.start_server([staged.webhook, rollout.webhook, tagged.webhook])
         for name in (STAGED, ROLLOUT, TAGGED):

@@ -184,3 +184,15 @@ def load_compose() -> dict[str, Any]:
 
 def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(compose["services"][name])
+
+
+def parse_rollout(command: list[str]) -> Any:
+    """`mlflow-hotswap rollout ...` as the console script parses it; checks the script is the
+    one setup.cfg installs."""
+    from mlflow_hotswap_plugin import commands
+
+    script, *argv = command
+    assert resolve(entry_points("console_scripts")[script]) is commands.main
+    args = commands.parser().parse_args(argv)
+    assert args.command == "rollout"
+    return args

@@ -89,10 +89,14 @@ class FakeRegistry:
 
 
 class ManualClock:
-    """Monotonic time that moves only when the test moves it: `clock.now += seconds`."""
+    """Monotonic time that moves only when the test moves it: `clock.now += seconds`, or the
+    code under test sleeping on it (`sleep=clock.sleep`)."""
 
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds

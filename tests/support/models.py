@@ -93,6 +93,25 @@ def register_gated_model(tracking_uri: str, name: str, factor: float) -> str:
     return str(info.registered_model_version)
 
 
+def register_challenger(tracking_uri: str, name: str, fail_every: int = 0,
+                        delay: float = 0.0) -> str:
+    """A challenger (tests/support/challenger_model.py) that fails on about 1 row in
+    `fail_every` (0: never) or takes `delay` seconds per predict call."""
+    frame, labels = training_frame(0)
+    example = frame.head(3)
+    signature = infer_signature(example, labels[:3])
+    mlflow.set_tracking_uri(tracking_uri)
+    code = Path(__file__).with_name("challenger_model.py")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mlflow.start_run(experiment_id=DEFAULT_EXPERIMENT):
+            info = mlflow.pyfunc.log_model(
+                **ARTIFACT, python_model=str(code), signature=signature,
+                model_config={"fail_every": fail_every, "delay": delay},
+                registered_model_name=name)
+    return str(info.registered_model_version)
+
+
 def register_broken_model(tracking_uri: str, name: str, code: str = "broken_model.py") -> str:
     """Register a version whose load raises, to test that a bad promotion changes nothing.
 

@@ -22,6 +22,7 @@ from tests.support.deployment import (
     check_registry_uri,
     check_webhook_target,
     parse_mlflow_server,
+    parse_rollout,
     plugin_settings,
     receiver_settings,
     run_receiver_main,
@@ -162,3 +163,23 @@ def test_compose_services_depend_on_services_and_build_from_the_repository(
         if "build" in svc:
             context = (EXAMPLES / svc["build"]["context"]).resolve()
             assert context == ROOT and (context / svc["build"]["dockerfile"]).is_file()
+
+
+def test_compose_rollout_steps_the_receivers_canary_through_every_replica(
+        compose: dict[str, Any]) -> None:
+    rollout = service(compose, "rollout")
+    args = parse_rollout([*rollout["entrypoint"], *rollout["command"]])
+    receiver = service(compose, "receiver")
+
+    assert rollout["profiles"] == ["tools"]
+    assert args.name == receiver["environment"]["MODEL_NAME"]
+    assert args.promote_stage == receiver["environment"]["MODEL_STAGE"]
+    settings, _ = receiver_settings(receiver["environment"])
+    assert settings.canary is not None and str(settings.canary.reference) == args.canary
+    assert settings.canary.percent is None
+    (receivers,) = args.receivers
+    assert urlsplit(receivers).hostname == "receiver"
+    assert urlsplit(receivers).port in container_ports(receiver)
+    # The tracking URI the receiver uses, which MLflow's Host-header guard admits (above).
+    netloc = urlsplit(rollout["environment"]["MLFLOW_TRACKING_URI"]).netloc
+    assert netloc == urlsplit(receiver["environment"]["MLFLOW_TRACKING_URI"]).netloc

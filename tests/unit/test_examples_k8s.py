@@ -19,6 +19,7 @@ from tests.support.deployment import (
     check_registry_uri,
     check_webhook_target,
     parse_mlflow_server,
+    parse_rollout,
     plugin_settings,
     receiver_settings,
     run_receiver_main,
@@ -31,7 +32,8 @@ def k8s() -> dict[tuple[str, str], dict[str, Any]]:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert on_disk - listed == {"train-job.yaml"}, "every manifest but the Job is applied"
+    assert on_disk - listed == {"train-job.yaml", "rollout-job.yaml"}, (
+        "every manifest but the Jobs is applied")
     objects: dict[tuple[str, str], dict[str, Any]] = {}
     for name in sorted(on_disk):
         for doc in yaml.safe_load_all((K8S / name).read_text()):
@@ -164,7 +166,8 @@ def test_k8s_mlflow_server_uses_the_plugin_and_admits_its_clients(
     assert registry.password == postgres_env["POSTGRES_PASSWORD"]
     assert check_service_targets(k8s[("Service", "mlflow-server")], deployment) == params["port"]
     allowed = params["allowed_hosts"].split(",")
-    clients = [k8s[("Deployment", "hotswap-receiver")], k8s[("Job", "train-fraud-model")]]
+    clients = [k8s[("Deployment", "hotswap-receiver")], k8s[("Job", "train-fraud-model")],
+               k8s[("Job", "rollout-fraud-model")]]
     for client in clients:
         netloc = urlsplit(k8s_env(only_container(client), k8s)["MLFLOW_TRACKING_URI"]).netloc
         assert is_allowed_host_header(allowed, netloc), f"Host {netloc} refused"
@@ -178,3 +181,25 @@ def test_k8s_train_job_runs_train_model() -> None:
 
     assert python == "python" and (ROOT / script).is_file()
     assert train_model.parse_args(args).promote
+
+
+def test_k8s_rollout_job_steps_the_receivers_canary_through_every_pod(
+        k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
+    job = k8s[("Job", "rollout-fraud-model")]
+    args = parse_rollout(only_container(job)["command"])
+    receiver_env = k8s_env(only_container(k8s[("Deployment", "hotswap-receiver")]), k8s)
+    settings, _ = receiver_settings(receiver_env)
+
+    assert args.name == receiver_env["MODEL_NAME"]
+    # The receivers' canary is the rollout's, with its share from the registry.
+    assert settings.canary is not None and str(settings.canary.reference) == args.canary
+    assert settings.canary.percent is None
+    assert args.promote_stage == receiver_env["MODEL_STAGE"]
+    (receivers,) = args.receivers
+    headless = k8s[("Service", "hotswap-receiver-headless")]
+    url = urlsplit(receivers)
+    assert (url.hostname, url.port) == (headless["metadata"]["name"],
+                                        headless["spec"]["ports"][0]["port"])
+    # A rolled-back rollout fails the Job once; it must not run again by itself.
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
