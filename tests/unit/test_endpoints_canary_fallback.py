@@ -71,3 +71,16 @@ def test_a_body_both_refuse_is_a_400_counted_against_the_primary(
     assert sample(service, "hotswap_prediction_errors_total", version="1", role="primary") == 1
     assert sample(service, "hotswap_prediction_errors_total", version="2", role="canary") == 0
     assert sample(service, "hotswap_canary_fallbacks_total", version="2") == 0
+
+
+def test_a_v2_answer_the_primary_gave_names_the_primarys_version(
+        client: tuple[TestClient, Service]) -> None:
+    http, service = client
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [POISON]}]}
+    answer = http.post("/v2/models/m/infer", json=body)
+    assert answer.status_code == 200
+    assert (answer.headers["X-Model-Role"], answer.json()["model_version"]) == ("primary", "1")
+    assert answer.json()["outputs"][0]["data"] == [1]
+    assert sample(service, "hotswap_prediction_errors_total", version="2", role="canary",
+                  protocol="v2") == 1
+    assert sample(service, "hotswap_canary_fallbacks_total", version="2") == 1
