@@ -68,7 +68,7 @@ def register_tree_regressor(tracking_uri: str, name: str, seed: int = 0) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=DEFAULT_EXPERIMENT):
             info = mlflow.sklearn.log_model(model, **ARTIFACT, signature=signature,
                                             input_example=example, registered_model_name=name,
                                             skops_trusted_types=["sklearn.tree._tree.Tree"])
@@ -124,7 +124,7 @@ def register_broken_model(tracking_uri: str, name: str, code: str = "broken_mode
     example = training_frame(0, rows=2)[0] if code == "hang_model.py" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=DEFAULT_EXPERIMENT):
             info = mlflow.pyfunc.log_model(**ARTIFACT, python_model=str(path),
                                            input_example=example,
                                            registered_model_name=name)
