@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 from cachetools import TTLCache
@@ -21,7 +22,6 @@ from mlflow.exceptions import MlflowException
 
 from receiver import threads
 from receiver.metrics import Metrics
-from receiver.models import Models
 from receiver.registry import LoadedModel, ModelLoadFailed, ModelNotFound, RegistryUnavailable
 from receiver.retryable import Retryable
 
@@ -41,8 +41,16 @@ def canonical_version(version: str) -> bool:
             and version[0] != "0")
 
 
+class VersionCache(Protocol):
+    """What pinned requests need of receiver.models.Models."""
+
+    def cached(self, name: str, version: str) -> LoadedModel | None: ...
+
+    def get(self, name: str, version: str) -> LoadedModel: ...
+
+
 class PinnedModels:
-    def __init__(self, models: Models, limiter: anyio.CapacityLimiter, metrics: Metrics,
+    def __init__(self, models: VersionCache, limiter: anyio.CapacityLimiter, metrics: Metrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._models = models
         self._limiter = limiter

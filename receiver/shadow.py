@@ -19,12 +19,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
-from receiver import rollout, threads
+from receiver import rollout, scoring, threads
 from receiver.codec import Codec
-from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
 from receiver.registry import LoadedModel
 
@@ -42,6 +42,16 @@ BUSY_RECHECK_SECONDS = 0.002
 MAX_WAIT_SECONDS = 2.0
 
 
+class ShadowLane(Protocol):
+    """What the shadow needs of the lane (receiver.lane.ScoringLane): whether requests wait,
+    and scoring outside it."""
+
+    def busy(self) -> bool: ...
+
+    def score_all(self, model: LoadedModel, bodies: Sequence[tuple[bytes, Codec]],
+                  ) -> Sequence[bytes | scoring.BadInput]: ...
+
+
 @dataclass(frozen=True)
 class _Shadow:
     model: LoadedModel
@@ -52,7 +62,7 @@ class _Shadow:
 
 
 class ShadowScorer:
-    def __init__(self, lane: ScoringLane, limiter: anyio.CapacityLimiter, metrics: Metrics,
+    def __init__(self, lane: ShadowLane, limiter: anyio.CapacityLimiter, metrics: Metrics,
                  max_pending: int, linger: float = LINGER_SECONDS,
                  max_wait: float = MAX_WAIT_SECONDS,
                  clock: Callable[[], float] = time.perf_counter) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from mlflow_hotswap_plugin.fleet.analysis import Figures, summary
 from mlflow_hotswap_plugin.fleet.plan import Plan
 from mlflow_hotswap_plugin.fleet.progress import Progress
 from mlflow_hotswap_plugin.fleet.state import LeaseKeeper, RolloutTags, percent_text
-from mlflow_hotswap_plugin.fleet.steps import StepRunner
 
 PROMOTED, ROLLED_BACK = 0, 1
 
@@ -28,6 +28,16 @@ class Stopped(Exception):
     """Someone else ended this rollout (`--abort`, or another controller took the lease)."""
 
 
+class Steps(Protocol):
+    """What the controller needs of steps.StepRunner."""
+
+    def converge(self, percent: float) -> str | None:
+        """Wait until every replica serves the share; why not, on a timeout."""
+
+    def hold(self, index: int) -> tuple[Figures, list[str]]:
+        """The step's figures and the checks it failed."""
+
+
 class Controller:
     def __init__(self, plan: Plan, tags: RolloutTags, lease: LeaseKeeper, progress: Progress,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -36,7 +46,7 @@ class Controller:
         self._renewed = clock()
         self.percent = 0.0
 
-    def run(self, runner: StepRunner, first: int = 0) -> int:
+    def run(self, runner: Steps, first: int = 0) -> int:
         """Steps from `first` on; the exit code."""
         try:
             return self._steps(runner, first)
@@ -50,7 +60,7 @@ class Controller:
             self.progress.line(f"stopped: {stop}")
             return ROLLED_BACK
 
-    def _steps(self, runner: StepRunner, first: int) -> int:
+    def _steps(self, runner: Steps, first: int) -> int:
         plan = self.plan
         last: Figures | None = None
         for index in range(first, len(plan.steps)):

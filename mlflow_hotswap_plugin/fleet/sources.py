@@ -49,6 +49,12 @@ class ReceiverMetrics:
         return self._tally.totals()
 
 
+class QuerySession(Protocol):
+    """The one call PrometheusMetrics makes of a requests.Session."""
+
+    def get(self, url: str, *, params: dict[str, str], timeout: float) -> requests.Response: ...
+
+
 # Per metric, the labels the analysis needs kept apart.
 _BY = {"hotswap_prediction_duration_seconds_bucket": "role, le",
        "hotswap_shadow_comparisons_total": "model, version",
@@ -57,10 +63,10 @@ _BY = {"hotswap_prediction_duration_seconds_bucket": "role, le",
 
 
 class PrometheusMetrics:
-    def __init__(self, url: str, session: requests.Session | None = None,
+    def __init__(self, url: str, session: QuerySession | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.url = url.rstrip("/")
-        self.session = session or requests.Session()
+        self.session: QuerySession = session or requests.Session()
         self.clock = clock
         self._started = clock()
 

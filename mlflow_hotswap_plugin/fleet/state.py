@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -44,10 +46,30 @@ def resolve(client: MlflowClient, name: str, reference: str) -> str | None:
     return str(latest[0].version) if latest else None
 
 
+class RegistryClient(Protocol):
+    """The MlflowClient calls RolloutTags and LeaseKeeper make."""
+
+    def get_registered_model(self, name: str) -> RegisteredModel: ...
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None: ...
+
+    def delete_registered_model_tag(self, name: str, key: str) -> None: ...
+
+    def get_model_version(self, name: str, version: str) -> ModelVersion: ...
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None: ...
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None: ...
+
+    def transition_model_version_stage(self, name: str, version: str, stage: str,
+                                       archive_existing_versions: bool = False,
+                                       ) -> ModelVersion: ...
+
+
 class RolloutTags:
     """The tags of one rollout: `name`'s share and its canary `version`'s record."""
 
-    def __init__(self, client: MlflowClient, name: str, version: str) -> None:
+    def __init__(self, client: RegistryClient, name: str, version: str) -> None:
         self.client, self.name, self.version = client, name, version
 
     def set_share(self, percent: float) -> None:
@@ -95,7 +117,7 @@ class LeaseKeeper:
     compare-and-set: the lease is written, then read back, so of two controllers starting at
     once the later write wins and the other sees it has lost."""
 
-    def __init__(self, client: MlflowClient, name: str, seconds: float = 15.0,
+    def __init__(self, client: RegistryClient, name: str, seconds: float = 15.0,
                  holder: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.client, self.name, self.seconds = client, name, seconds
         self.holder = holder or new_holder()

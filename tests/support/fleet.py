@@ -47,6 +47,11 @@ class FakeRegistryClient:
         self.calls.append(("alias", alias, version))
         self.aliases[alias] = version
 
+    def transition_model_version_stage(self, name: str, version: str, stage: str,
+                                       archive_existing_versions: bool = False) -> Any:
+        self.calls.append(("stage", stage, version))
+        return SimpleNamespace(version=version, current_stage=stage)
+
     def get_model_version_by_alias(self, name: str, alias: str) -> Any:
         return SimpleNamespace(version=self.aliases[alias])
 

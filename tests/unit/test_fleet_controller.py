@@ -50,9 +50,9 @@ class ScriptedRunner:
 
 def controller(client: FakeRegistryClient, clock: ManualClock | None = None) -> Controller:
     clock = clock or ManualClock()
-    lease = LeaseKeeper(client, "m", seconds=15, holder="me", clock=clock)  # type: ignore[arg-type]
+    lease = LeaseKeeper(client, "m", seconds=15, holder="me", clock=clock)
     assert lease.take()
-    tags = RolloutTags(client, "m", "3")  # type: ignore[arg-type]
+    tags = RolloutTags(client, "m", "3")
     return Controller(PLAN, tags, lease, Progress(io.StringIO()), clock=clock)
 
 
@@ -63,7 +63,7 @@ def writes(client: FakeRegistryClient) -> list[tuple[Any, ...]]:
 def test_a_passing_rollout_steps_through_and_promotes() -> None:
     client = FakeRegistryClient(aliases={"champion": "2", "challenger": "3"})
     runner = ScriptedRunner()
-    assert controller(client).run(runner) == 0  # type: ignore[arg-type]
+    assert controller(client).run(runner) == 0
     assert runner.held == [0, 1, 2]
     assert writes(client)[-3:-1] == [("alias", "champion", "3"), ("model_tag", SHARE_TAG, "0")]
     assert client.version_tags["3"][ROLLOUT_TAG].startswith(
@@ -73,7 +73,7 @@ def test_a_passing_rollout_steps_through_and_promotes() -> None:
 
 def test_a_failing_step_sets_the_share_to_0_first_and_leaves_the_champion() -> None:
     client = FakeRegistryClient(aliases={"champion": "2", "challenger": "3"})
-    assert controller(client).run(ScriptedRunner(fail_at=1)) == 1  # type: ignore[arg-type]
+    assert controller(client).run(ScriptedRunner(fail_at=1)) == 1
     assert writes(client)[-2:] == [
         ("model_tag", SHARE_TAG, "0"),
         ("version_tag", "3", ROLLOUT_TAG, "aborted at 25 %: error rate 0.031 > 0.01")]
@@ -83,7 +83,7 @@ def test_a_failing_step_sets_the_share_to_0_first_and_leaves_the_champion() -> N
 
 def test_a_signal_records_where_it_stood_and_resume_reads_it() -> None:
     client = FakeRegistryClient()
-    assert controller(client).run(ScriptedRunner(interrupt_at=1)) == 1  # type: ignore[arg-type]
+    assert controller(client).run(ScriptedRunner(interrupt_at=1)) == 1
     recorded = client.version_tags["3"][ROLLOUT_TAG]
     assert recorded == "interrupted at 25 %"
     assert resumable_at(recorded) == 25
@@ -103,8 +103,8 @@ def test_an_abort_recorded_elsewhere_stops_the_controller() -> None:
 
 def test_a_live_lease_is_respected_and_an_expired_one_is_not() -> None:
     client, clock = FakeRegistryClient(), ManualClock()
-    first = LeaseKeeper(client, "m", seconds=15, holder="a", clock=clock)  # type: ignore[arg-type]
-    second = LeaseKeeper(client, "m", seconds=15, holder="b", clock=clock)  # type: ignore[arg-type]
+    first = LeaseKeeper(client, "m", seconds=15, holder="a", clock=clock)
+    second = LeaseKeeper(client, "m", seconds=15, holder="b", clock=clock)
     assert first.take()
     held = second.held_by_other()
     assert held is not None and held.holder == "a"
@@ -113,15 +113,16 @@ def test_a_live_lease_is_respected_and_an_expired_one_is_not() -> None:
     assert second.held_by_other() is None
     assert second.take()
     first.release()  # not its lease any more: left alone
-    assert Lease.parse(client.model_tags[LEASE_TAG]).holder == "b"  # type: ignore[union-attr]
+    kept = Lease.parse(client.model_tags[LEASE_TAG])
+    assert kept is not None and kept.holder == "b"
 
 
 def test_abort_sets_the_share_to_0_records_where_it_stood_and_clears_any_lease() -> None:
     client = FakeRegistryClient(model_tags={SHARE_TAG: "25"},
                                 version_tags={"3": {ROLLOUT_TAG: "running at 25 %"}})
-    LeaseKeeper(client, "m", holder="crashed").take()  # type: ignore[arg-type]
-    tags = RolloutTags(client, "m", "3")  # type: ignore[arg-type]
-    lease = LeaseKeeper(client, "m", holder="me")  # type: ignore[arg-type]
+    LeaseKeeper(client, "m", holder="crashed").take()
+    tags = RolloutTags(client, "m", "3")
+    lease = LeaseKeeper(client, "m", holder="me")
     assert launch.abort(PLAN, tags, lease, Progress(io.StringIO())) == 1
     assert client.model_tags == {SHARE_TAG: "0"}
     assert client.version_tags["3"][ROLLOUT_TAG] == "aborted at 25 %: by request (--abort)"
@@ -129,7 +130,7 @@ def test_abort_sets_the_share_to_0_records_where_it_stood_and_clears_any_lease()
 
 def test_resume_starts_again_at_the_step_the_tag_names() -> None:
     client = FakeRegistryClient(version_tags={"3": {ROLLOUT_TAG: "interrupted at 25 %"}})
-    tags = RolloutTags(client, "m", "3")  # type: ignore[arg-type]
+    tags = RolloutTags(client, "m", "3")
     assert launch._first_step(True, PLAN, tags) == 1
     assert launch._first_step(False, PLAN, tags) == 0
     client.version_tags["3"][ROLLOUT_TAG] = "promoted after steps 5,25,100 %"

@@ -45,7 +45,7 @@ class FakePrometheus:
 
 def test_increases_over_the_step_come_back_as_series() -> None:
     clock, prometheus = ManualClock(), FakePrometheus()
-    source = PrometheusMetrics("http://prometheus:9090/", session=prometheus,  # type: ignore[arg-type]
+    source = PrometheusMetrics("http://prometheus:9090/", session=prometheus,
                                clock=clock)
     source.begin()
     clock.sleep(12.3)

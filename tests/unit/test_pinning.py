@@ -43,7 +43,7 @@ class FakeModels:
 
 def make() -> tuple[PinnedModels, FakeModels, Metrics, ManualClock]:
     models, metrics, clock = FakeModels(), Metrics(), ManualClock(100.0)
-    pinned = PinnedModels(models, anyio.CapacityLimiter(4), metrics,  # type: ignore[arg-type]
+    pinned = PinnedModels(models, anyio.CapacityLimiter(4), metrics,
                           clock=clock)
     return pinned, models, metrics, clock
 

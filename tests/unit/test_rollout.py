@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -185,7 +186,8 @@ class FakeLane:
     def busy(self) -> bool:
         return self.is_busy
 
-    def score_all(self, model: LoadedModel, bodies: list[tuple[bytes, Codec]]) -> list[bytes]:
+    def score_all(self, model: LoadedModel, bodies: Sequence[tuple[bytes, Codec]],
+                  ) -> list[bytes]:
         self.calls.append(len(bodies))
         if isinstance(self.answer, Exception):
             raise self.answer
@@ -199,7 +201,7 @@ def shadow_run(lane: FakeLane, primary: list[Any], shadows: int = 1,
     metrics = Metrics()
 
     async def scenario() -> None:
-        scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), metrics,  # type: ignore[arg-type]
+        scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), metrics,
                               max_pending, linger=0, max_wait=max_wait)
         answer, shadow = json.dumps({"predictions": primary}).encode(), model("3")
         for _ in range(shadows):
@@ -247,7 +249,7 @@ def test_shadows_wait_while_the_lane_is_busy_and_run_once_it_is_not() -> None:
     metrics = Metrics()
 
     async def scenario() -> None:
-        scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), metrics,  # type: ignore[arg-type]
+        scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), metrics,
                               8, linger=0)
         await scorer(model("3"), b"{}", MlflowCodec(JSON), b'{"predictions": [1]}')
         for _ in range(20):  # drain rounds while the lane stays busy: nothing runs
@@ -275,7 +277,7 @@ def test_stop_drops_waiting_shadows_and_ends_the_drain() -> None:
     lane = FakeLane(b'{"predictions": [1]}', busy=True)
 
     async def scenario() -> ShadowScorer:
-        scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), Metrics(),  # type: ignore[arg-type]
+        scorer = ShadowScorer(lane, anyio.CapacityLimiter(1), Metrics(),
                               8, linger=0)
         await scorer(model("3"), b"{}", MlflowCodec(JSON), b'{"predictions": [1]}')
         await scorer.stop()
