@@ -331,7 +331,7 @@ def batched_profile(stack: Stack, version: str, cfg: Config, batch: int) -> tupl
         pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
     raw = pyfunc.get_raw_model()
     if getattr(raw, "n_jobs", None) not in (None, 1):
-        raw.n_jobs = 1  # as the receiver predicts (registry._single_threaded)
+        raw.n_jobs = 1  # as the receiver predicts (registry.single_threaded)
     schema = pyfunc.metadata.get_input_schema()
     body = stack.sample_body(1)
     parts = [scoring.parse(body, scoring.JSON, schema, as_rows=True)[0] for _ in range(batch)]

@@ -178,7 +178,7 @@ class Registry:
                 name, version, str(destination), self._settings.tracking_uri,
                 self._settings.registry_uri or self._settings.tracking_uri)
             pyfunc = mlflow.pyfunc.load_model(local)
-            _single_threaded(pyfunc)
+            single_threaded(pyfunc)
             _warm_up(pyfunc, local)
         except BaseException:
             shutil.rmtree(destination, ignore_errors=True)
@@ -196,7 +196,7 @@ class Registry:
         logger.info("Cleaned up model version %s of %s", model.version, model.name)
 
 
-def _single_threaded(pyfunc: PyFuncModel) -> None:
+def single_threaded(pyfunc: PyFuncModel) -> None:
     """Make each predict run on one thread.
 
     A scikit-learn estimator fitted with n_jobs=-1 (a RandomForest, or one inside a Pipeline)

@@ -19,6 +19,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
+from receiver.registry import single_threaded
+
 logger = logging.getLogger(__name__)
 
 # models:/name/3, models:/name/Production, models:/name@champion
@@ -116,7 +118,7 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> Lo
             warnings.simplefilter("ignore")
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
             pyfunc = mlflow.pyfunc.load_model(local)
-            _single_threaded(pyfunc)
+            single_threaded(pyfunc)
             example = pyfunc.metadata.load_input_example(local)
             if example is not None:
                 pyfunc.predict(example)
@@ -127,17 +129,3 @@ def load_version(name: str, version: str, tracking_uri: str | None = None) -> Lo
     weakref.finalize(loaded, shutil.rmtree, folder, True)
     logger.info("Loaded %s", uri)
     return loaded
-
-
-def _single_threaded(pyfunc: PyFuncModel) -> None:
-    # A scikit-learn model fitted with n_jobs=-1 starts a thread pool on every predict; Beam
-    # already runs bundles in parallel, so the pool only adds contention (as in the receiver).
-    try:
-        raw = pyfunc.get_raw_model()
-        params = raw.get_params(deep=True)
-    except Exception:  # noqa: BLE001 - not a scikit-learn model: nothing to do
-        return
-    updates = {key: 1 for key, value in params.items()
-               if (key == "n_jobs" or key.endswith("__n_jobs")) and value not in (None, 1)}
-    if updates:
-        raw.set_params(**updates)

@@ -15,8 +15,6 @@ import pandas as pd
 import pytest
 import requests
 import tritonclient.http as triton
-from kserve import InferInput, InferRequest
-from kserve.inference_client import InferenceRESTClient, RESTConfig
 
 from examples.processes import Process, metric, promote, start_receiver, wait_until
 from tests.support.models import FEATURES, register_sklearn_model, training_frame
@@ -104,6 +102,11 @@ def test_tritonclient_talks_to_the_receiver(receiver: Process, versions: tuple[s
 
 def test_kserve_client_talks_to_the_receiver(receiver: Process, versions: tuple[str, str],
                                              rows: pd.DataFrame) -> None:
+    # Imported here: `import kserve` needs fastapi, which MLflow 3 brings and MLflow 2.x (the
+    # compat environments, which collect this module) does not.
+    from kserve import InferInput, InferRequest
+    from kserve.inference_client import InferenceRESTClient, RESTConfig
+
     headers: dict[str, str] = {}
 
     async def scenario() -> tuple[bool, bool, bool, list[int], str | None]:

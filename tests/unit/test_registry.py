@@ -22,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from receiver.references import Reference
-from receiver.registry import ModelSnapshot, Registry, _single_threaded
+from receiver.registry import ModelSnapshot, Registry, single_threaded
 from receiver.settings import Settings
 from tests.support.models import training_frame
 
@@ -38,7 +38,7 @@ def test_a_parallel_forest_predicts_on_one_thread_with_the_same_answers(tmp_path
     pipeline = make_pipeline(StandardScaler(), forest).fit(frame, labels)
     pyfunc = saved(pipeline, tmp_path / "m")
     before = pyfunc.predict(frame)
-    _single_threaded(pyfunc)
+    single_threaded(pyfunc)
     assert pyfunc.get_raw_model().get_params()["randomforestclassifier__n_jobs"] == 1
     assert (np.asarray(pyfunc.predict(frame)) == np.asarray(before)).all()
 
@@ -46,7 +46,7 @@ def test_a_parallel_forest_predicts_on_one_thread_with_the_same_answers(tmp_path
 def test_a_model_not_asking_for_parallelism_is_left_alone(tmp_path: Path) -> None:
     frame, labels = training_frame(seed=1)
     pyfunc = saved(LogisticRegression().fit(frame, labels), tmp_path / "m")
-    _single_threaded(pyfunc)
+    single_threaded(pyfunc)
     assert pyfunc.get_raw_model().get_params()["n_jobs"] is None
 
 
