@@ -110,7 +110,7 @@ def same_answers(urls: dict[str, str], v2_body: bytes, mlflow_body: bytes) -> bo
 
 
 def run(stack: Stack, cfg: Config) -> PartResult:
-    result = PartResult(8, "Open Inference Protocol: V2 against /invocations and MLServer")
+    result = PartResult(11, "Open Inference Protocol: V2 against /invocations and MLServer")
     use_wrk = wrk_available()
     version = stack.versions[0]
     receiver = stack.receivers["stage"]
