@@ -129,7 +129,9 @@ def test_stage_dropdown_with_archiving_swaps_the_receiver(
     assert archive.is_checked()
     shot("transition-dialog-archive-ticked")
     dialog.get_by_role("button", name="OK").click()
-    tab.get_by_role("status").filter(has_text="Production").wait_for()
+    # Until the dialog and the stage menu close, they show a "Production" tag of their own.
+    dialog.wait_for(state="hidden")
+    tab.get_by_role("status").filter(has_text="Production").filter(visible=True).wait_for()
     shot("version-2-in-production")
 
     wait_until(lambda: served_version(stack.by_stage) == "2", timeout=SWAP_DEADLINE, interval=0.1,
