@@ -94,8 +94,23 @@ def test_a_slow_canary_fails_the_latency_check() -> None:
             replica.answer("canary", "3", 10, 0.04)
             replica.answer("primary", "2", 30, 0.004)
 
-    _, broken = runner(Recorded(fleet(), slow)).hold(0)
+    source = Recorded(fleet(), slow)
+    _, broken = runner(source).hold(0)
     assert len(broken) == 1 and broken[0].startswith("p99 latency ratio")
+    assert source.polls == 11  # judged on the whole step
+
+
+def test_a_slow_start_does_not_end_the_step_when_the_step_as_a_whole_is_fast() -> None:
+    def slow_first(poll: int, replicas: list[FakeReplica]) -> None:
+        healthy(poll, replicas)
+        if poll == 1:  # one slow batch of the canary's, as a cold cache or a pause gives
+            replicas[0].answer("canary", "3", 2, 0.05)
+
+    source = Recorded(fleet(), slow_first)
+    step, broken = runner(source).hold(0)
+    assert broken == []
+    assert source.polls == 11
+    assert step.latency_ratio is not None and step.latency_ratio < 1.5
 
 
 def test_a_replica_restarted_mid_step_reads_as_what_it_did_since() -> None:
