@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from bench import (
     fanout,
@@ -55,7 +57,13 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     9: ("Overload: goodput at 1,000 clients", overload.run),
     10: ("Progressive delivery", fleet.run),
     11: ("Open Inference Protocol", v2.run),
+    13: ("Apache Beam", lambda stack, cfg: _beam().run(stack, cfg)),
 }
+
+
+def _beam() -> ModuleType:
+    """bench.beam, imported only when its part runs: Apache Beam is an optional extra."""
+    return importlib.import_module("bench.beam")
 
 
 def ensure_wrk(install: bool) -> str:
