@@ -59,7 +59,9 @@ class StepRunner:
         seen: set[str] = set()
         answered: set[str] = set()
         while True:
-            self.sleep(plan.poll_seconds)
+            # The last poll of a step lands on its end, not up to a poll interval past it.
+            remaining = started + plan.step_seconds - self.clock()
+            self.sleep(min(plan.poll_seconds, remaining) if remaining > 0 else plan.poll_seconds)
             self.tick()
             pages = self.metrics.sample()
             seen |= {page.replica.address for page in pages}
