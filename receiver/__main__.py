@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from mlflow_hotswap_plugin import env
-from receiver import connections, redact, worker, workers
+from receiver import accepting, connections, redact, worker, workers
 from receiver.app import create_app
 from receiver.host import WorkerSeat
 from receiver.settings import Settings, SettingsError, parse_workers
@@ -61,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("receiver").info("Serving on %s:%d with %d workers", args.host,
                                            args.port, settings.workers)
         return supervisor.run()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, **options)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host,
+                                           port=args.port, **options))
+    accepting.run(server)
+    return 0 if server.started else STARTUP_FAILURE  # as uvicorn.run exits
 
 
 def _serve_worker(settings: Settings, options: dict[str, Any], seat: WorkerSeat,

@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import values
 
+from receiver import accepting
 from receiver.app import create_app
 from receiver.host import WorkerSeat
 from receiver.service import Service
@@ -30,5 +31,5 @@ def serve(settings: Settings, seat: WorkerSeat, listener: socket.socket, metrics
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     app = create_app(settings, service=Service(settings, seat=seat))
     server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options))
-    server.run(sockets=[listener])
+    accepting.run(server, sockets=[listener])
     return 0
