@@ -67,13 +67,15 @@ def render(results: list[PartResult], *, cfg: Config, machine: dict[str, str],
 
 
 def render_part(r: PartResult, ran: str = "") -> list[str]:
-    """One part's section: its figures, tables, notes and commands."""
+    """One part's section: its figures, charts, tables, notes and commands."""
     out = [f"## {r.number}. {r.title}", "", ran or f"Ran in {r.seconds:.0f} s.", ""]
     if r.error:
         out += [f"**Error:** `{r.error}`", ""]
     if r.figures:
         out += [table(["figure", "measured", "target", ""],
                       [[f.name, f.value, f.target, f.verdict] for f in r.figures]), ""]
+    for chart in r.charts:  # drawn beside the report by plots.py
+        out += [f"![{chart.title.splitlines()[0]}]({chart.file_name})", ""]
     for t in r.tables:
         out += [t, ""]
     for note in r.notes:

@@ -18,12 +18,27 @@ class Figure:
 
 
 @dataclass
+class Chart:
+    """A line chart, drawn as a PNG beside the report (plots.py): one line per series, each a
+    list of (x, y) points."""
+
+    file_name: str
+    title: str
+    x_label: str
+    y_label: str
+    series: dict[str, list[tuple[float, float]]]
+    log_y: bool = False
+    reference: tuple[float, str] | None = None  # a dashed horizontal line: (y, its label)
+
+
+@dataclass
 class PartResult:
     number: int
     title: str
     figures: list[Figure] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)  # Markdown, rendered as given
     notes: list[str] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None

@@ -69,7 +69,11 @@ def ensure_mlserver() -> Path:
 
 
 def start_mlserver(stack: Stack, version: str) -> Process:
-    """MLServer serving the version's own files, with adaptive batching on."""
+    """MLServer serving the version's own files, with adaptive batching on: the one an earlier
+    part started for this version, else a new one."""
+    running = stack.mlservers.get(version)
+    if running is not None and running.alive():
+        return running
     mlserver = ensure_mlserver()
     folder = stack.workdir / "mlserver"
     model_dir = folder / MODEL_NAME
@@ -92,6 +96,7 @@ def start_mlserver(stack: Stack, version: str) -> Process:
     wait_until(lambda: requests.get(f"{process.url}/v2/models/{MODEL_NAME}/ready",
                                     timeout=2).ok, timeout=120, message="MLServer model ready")
     stack.extra.append(process)
+    stack.mlservers[version] = process
     return process
 
 
