@@ -61,8 +61,9 @@ def prompt_loop_class() -> type[uvloop.Loop]:
                 **options: Any) -> asyncio.AbstractServer:
             server = await super().create_server(protocol_factory, host, port, **options)
             listeners: Sequence[socket.socket] = getattr(server, "sockets", None) or ()
-            if options.get("ssl") is not None or not listeners:
-                return server  # a TLS handshake per connection: left to uvloop
+            if (options.get("ssl") is not None or not options.get("start_serving", True)
+                    or not listeners):
+                return server  # TLS (a handshake per connection), or not serving yet: uvloop's
             acceptors = [Acceptor(self, listener, protocol_factory) for listener in listeners]
             for acceptor in acceptors:
                 acceptor.start()
@@ -104,11 +105,12 @@ class Acceptor:
                 connection, _ = self._socket.accept()
             except (BlockingIOError, InterruptedError):
                 return  # none waiting (or libuv took it)
-            except ConnectionAbortedError:
-                continue
             except OSError as exc:
                 if exc.errno not in _OUT_OF_RESOURCES:
-                    raise
+                    # Linux reports a connection's own network error (reset, unreachable)
+                    # from accept(): that connection is lost, the next ones are not.
+                    logger.debug("A connection failed as it was accepted: %s", exc)
+                    continue
                 logger.warning("Cannot accept connections for now (%s); again in %g s",
                                os.strerror(exc.errno), RETRY_DELAY)
                 self._loop.remove_reader(self._socket.fileno())
