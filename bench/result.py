@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -30,6 +31,15 @@ class Chart:
     log_y: bool = False
     reference: tuple[float, str] | None = None  # a dashed horizontal line: (y, its label)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Chart:
+        """A chart as `python -m bench --json` wrote it (its pairs as lists)."""
+        series = {label: [(x, y) for x, y in points]
+                  for label, points in data["series"].items()}
+        reference = data.get("reference")
+        return cls(**{**data, "series": series,
+                      "reference": (reference[0], reference[1]) if reference else None})
+
 
 @dataclass
 class PartResult:
@@ -42,6 +52,15 @@ class PartResult:
     commands: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    ran_at: str = ""  # UTC, when the part started
+    load: str = ""  # the 1-minute load average at its start and its end
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PartResult:
+        """A part as `python -m bench --json` wrote it."""
+        figures = [Figure(**figure) for figure in data.get("figures", [])]
+        charts = [Chart.from_json(chart) for chart in data.get("charts", [])]
+        return cls(**{**data, "figures": figures, "charts": charts})
 
     def add(self, name: str, value: str, target: str = "", met: bool | None = None) -> None:
         self.figures.append(Figure(name, value, target, met))

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 
-from mlflow.entities.model_registry import ModelVersion, RegisteredModel
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from mlflow_hotswap_plugin.fleet.registry import Model, RegistryError, Version
 
 SHARE_TAG = "hotswap.canary_percent"
 ROLLOUT_TAG = "hotswap.rollout"
@@ -35,27 +33,33 @@ def resumable_at(recorded: str | None) -> float | None:
     return float(match.group(2)) if match else None
 
 
-def resolve(client: MlflowClient, name: str, reference: str) -> str | None:
+def resolve(client: RegistryClient, name: str, reference: str) -> str | None:
     """The version `@alias` or a stage points to now; None when nothing is there."""
     try:
         if reference.startswith("@"):
-            return str(client.get_model_version_by_alias(name, reference[1:]).version)
+            return client.get_model_version_by_alias(name, reference[1:]).version
         latest = client.get_latest_versions(name, [reference])
-    except MlflowException:
-        return None
-    return str(latest[0].version) if latest else None
+    except RegistryError as exc:
+        if exc.refused:  # no such model or alias: MLflow says 404 or 400
+            return None
+        raise
+    return latest[0].version if latest else None
 
 
 class RegistryClient(Protocol):
-    """The MlflowClient calls RolloutTags and LeaseKeeper make."""
+    """The registry calls RolloutTags, LeaseKeeper and `resolve` make (registry.RestRegistry)."""
 
-    def get_registered_model(self, name: str) -> RegisteredModel: ...
+    def get_registered_model(self, name: str) -> Model: ...
 
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None: ...
 
     def delete_registered_model_tag(self, name: str, key: str) -> None: ...
 
-    def get_model_version(self, name: str, version: str) -> ModelVersion: ...
+    def get_model_version(self, name: str, version: str) -> Version: ...
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> Version: ...
+
+    def get_latest_versions(self, name: str, stages: list[str]) -> list[Version]: ...
 
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None: ...
 
@@ -63,7 +67,7 @@ class RegistryClient(Protocol):
 
     def transition_model_version_stage(self, name: str, version: str, stage: str,
                                        archive_existing_versions: bool = False,
-                                       ) -> ModelVersion: ...
+                                       ) -> Version: ...
 
 
 class RolloutTags:

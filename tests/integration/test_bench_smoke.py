@@ -28,7 +28,7 @@ def test_every_benchmark_part_runs_and_yields_figures(tmp_path: Path) -> None:
     assert done.returncode == 0, f"stdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
 
     results = json.loads(results_path.read_text())
-    assert [part["number"] for part in results] == list(range(1, 13))
+    assert [part["number"] for part in results] == list(range(1, 14))
     for part in results:
         assert part["error"] is None, part
         assert part["figures"], f"part {part['number']} produced no figures"
@@ -43,3 +43,4 @@ def test_every_benchmark_part_runs_and_yields_figures(tmp_path: Path) -> None:
     for chart in ("throughput.png", "p99.png"):  # drawn beside the report, linked from it
         assert f"]({chart})" in report
         assert (tmp_path / chart).read_bytes().startswith(b"\x89PNG")
+    assert "## 13. Apache Beam" in report
