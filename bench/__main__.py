@@ -26,10 +26,12 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import (
+    curves,
     fanout,
     fleet,
     memory,
     overload,
+    plots,
     promotion,
     registry_cost,
     storm,
@@ -57,6 +59,7 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     9: ("Overload: goodput at 1,000 clients", overload.run),
     10: ("Progressive delivery", fleet.run),
     11: ("Open Inference Protocol", v2.run),
+    12: ("Throughput and p99 against clients", curves.run),
     13: ("Apache Beam", lambda stack, cfg: _beam().run(stack, cfg)),
 }
 
@@ -118,12 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     started_at = datetime.datetime.now(datetime.timezone.utc)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hotswap-bench-"))
+    # Before any server starts, so that each inherits it: parts 9 and 12 open 1,000 connections.
+    overload.raise_open_files()
     stack = Stack(cfg, workdir, receiver_src=args.receiver_src.resolve()
                   if args.receiver_src else None)
     results: list[PartResult] = []
     print(f"==> bench ({'smoke' if args.smoke else 'full'}) in {workdir}", flush=True)
     try:
-        stack.start(with_baseline=bool({2, 3} & set(parts)))
+        stack.start(with_baseline=bool({2, 3, 12} & set(parts)))
         print(f"==> stack up: {', '.join(f'{k} {v:.1f}s' for k, v in stack.setup_seconds.items())}",
               flush=True)
         for number in parts:
@@ -168,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                             .replace("--port 0", "--port <port>")})
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(text)
+    for chart in (chart for r in results for chart in r.charts):
+        plots.draw(chart, report_path.parent / chart.file_name)
     print(f"==> wrote {report_path} ({total:.0f}s)", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,9 @@ class Config:
     rollout_step_seconds: float = 5.0
     rollout_rounds: int = 3
     rollout_aborts: int = 20
+    # 12. throughput and p99 against clients
+    curve_clients: tuple[int, ...] = (1, 8, 32, 128, 512, 1000)
+    curve_seconds: float = 3.0
 
     @classmethod
     def full(cls) -> Config:
@@ -55,4 +58,5 @@ class Config:
                    row_counts=(1, 100), floor_iterations=20, memory_swaps=6,
                    memory_cache_size=2, registry_calls=10, storm_notifications=100,
                    storm_seconds=0.5, fanout_replicas=100, fanout_rounds=2,
-                   rollout_step_seconds=1.0, rollout_rounds=1, rollout_aborts=3)
+                   rollout_step_seconds=1.0, rollout_rounds=1, rollout_aborts=3,
+                   curve_clients=(1, 8), curve_seconds=1.0)

@@ -137,6 +137,11 @@ class WrkResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
     @property
+    def goodput(self) -> float:
+        """Answers with a 2xx status per second."""
+        return (self.requests - self.non_2xx) / self.seconds if self.seconds else 0.0
+
+    @property
     def wrk_cpu_share(self) -> float:
         """wrk's own CPU time per wall second (1.0 = one core busy)."""
         return self.wrk_cpu_seconds / self.seconds if self.seconds else 0.0

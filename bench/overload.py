@@ -9,9 +9,15 @@ replaced at once: the previous run's connections close with requests still queue
 
 from __future__ import annotations
 
+import math
 import resource
+import shutil
+import subprocess
+import threading
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -58,15 +64,66 @@ def lane_within(base: str) -> tuple[float, float]:
     return found["count"], found["bucket"]
 
 
+def listen_overflows() -> float:
+    """The kernel's count of connections dropped at a full accept queue (TcpExt
+    ListenOverflows, /proc/net/netstat); NaN where there is no such file."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return math.nan
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return float(dict(zip(names.split(), values.split(), strict=True))
+                         .get("ListenOverflows", math.nan))
+    return math.nan
+
+
+class AcceptQueue:
+    """The most connections seen waiting in a listening port's accept queue (ss's Recv-Q of
+    the LISTEN socket: handshake done, not yet taken by the server), sampled in a thread
+    every SAMPLE_SECONDS while a run lasts. NaN where `ss` is missing."""
+
+    SAMPLE_SECONDS = 0.2
+
+    def __init__(self, port: int) -> None:
+        self._argv = ["ss", "-ltnH", f"sport = :{port}"]
+        self.peak = math.nan if shutil.which("ss") is None else 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> AcceptQueue:
+        if not math.isnan(self.peak):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            listed = subprocess.run(self._argv, capture_output=True, text=True, timeout=5)
+            for line in listed.stdout.splitlines():
+                fields = line.split()
+                if len(fields) > 1 and fields[1].isdigit():
+                    self.peak = max(self.peak, float(fields[1]))
+            self._stop.wait(self.SAMPLE_SECONDS)
+
+
 def measure(stack: Stack, base: str, clients: int, seconds: float, use_wrk: bool
             ) -> dict[str, float]:
     """goodput (200s per second), refused per second, p99, the share of answers the lane
-    gave within 1 s, and the load generator's CPU share (1.0 = one core)."""
-    before = lane_within(base)
-    figures = _load(stack, base + "/invocations", clients, seconds, use_wrk)
+    gave within 1 s, the load generator's CPU share (1.0 = one core), and what waited in the
+    kernel: the accept queue's peak and the connections it dropped."""
+    before, overflows = lane_within(base), listen_overflows()
+    with AcceptQueue(urlsplit(base).port or 80) as queue:
+        figures = _load(stack, base + "/invocations", clients, seconds, use_wrk)
     after = lane_within(base)
     scored = after[0] - before[0]
     figures["lane_within_1s"] = (after[1] - before[1]) / scored if scored else float("nan")
+    figures["accept_queue_peak"] = queue.peak
+    figures["listen_overflows"] = listen_overflows() - overflows
     return figures
 
 
@@ -106,12 +163,14 @@ def run(stack: Stack, cfg: Config) -> PartResult:
     labels = {"few": f"{FEW}", "crowd": f"{crowd}", "replaced": f"{crowd}, population replaced"}
     rows = [[name, labels[run_name], f"{f['goodput']:.0f}", f"{f['refused']:.0f}",
              f"{f['errors']:.0f}", f"{f['p99'] * 1000:.0f} ms",
-             f"{f['lane_within_1s'] * 100:.1f} %", f"{f['gen_cpu']:.2f}"]
+             f"{f['lane_within_1s'] * 100:.1f} %", _count(f["accept_queue_peak"]),
+             _count(f["listen_overflows"]), f"{f['gen_cpu']:.2f}"]
             for (name, run_name), f in figures.items()]
     result.tables.append(table(["admission", "clients", "goodput (200/s)", "refused (503/s)",
                                 "connection errors", "p99 (client)",
-                                "answered within 1 s in the lane", "load generator CPU (cores)"],
-                               rows))
+                                "answered within 1 s in the lane",
+                                "accept queue, most waiting", "listen-queue overflows",
+                                "load generator CPU (cores)"], rows))
     wait = "by expected wait (defaults)"
     for name in ADMISSIONS:
         ratio = figures[(name, "crowd")]["goodput"] / max(figures[(name, "few")]["goodput"], 1)
@@ -125,6 +184,12 @@ def run(stack: Stack, cfg: Config) -> PartResult:
                    f"{p99 * 1000:.0f} ms", "< 1 s" if target else "",
                    p99 < 1.0 if target else None)
     result.notes.append(
+        "Accept queue: connections whose handshake the kernel completed and the receiver has "
+        "not taken yet (`ss -ltn`'s Recv-Q on the listening socket, sampled every "
+        f"{AcceptQueue.SAMPLE_SECONDS:g} s); their clients have sent a request nobody reads, "
+        "and neither admission nor the lane's histogram sees that wait. Overflows: the "
+        "kernel's ListenOverflows (/proc/net/netstat) during the run, on the whole machine.")
+    result.notes.append(
         f"Load generator: {'wrk' if use_wrk else 'the threaded Python client'}, one-row bodies, "
         f"{cfg.load_seconds:g} s per run, closed loop (a refused client asks again at once); "
         f"open-file limit raised to {open_files} for the receivers and the load generator. "
@@ -132,3 +197,7 @@ def run(stack: Stack, cfg: Config) -> PartResult:
            "they lower it only where refusals are many)." if use_wrk else
            "p99 is over answered requests (200) only."))
     return result
+
+
+def _count(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.0f}"

@@ -69,7 +69,7 @@ def render(results: list[PartResult], *, cfg: Config, machine: dict[str, str],
 
 
 def render_part(r: PartResult, ran: str = "") -> list[str]:
-    """One part's section: its figures, tables, notes and commands."""
+    """One part's section: its figures, charts, tables, notes and commands."""
     when = f"Ran {r.ran_at} UTC in {r.seconds:.0f} s" if r.ran_at else f"Ran in {r.seconds:.0f} s"
     load = f"; load average {r.load}" if r.load else ""
     out = [f"## {r.number}. {r.title}", "", ran or f"{when}{load}.", ""]
@@ -78,6 +78,8 @@ def render_part(r: PartResult, ran: str = "") -> list[str]:
     if r.figures:
         out += [table(["figure", "measured", "target", ""],
                       [[f.name, f.value, f.target, f.verdict] for f in r.figures]), ""]
+    for chart in r.charts:  # drawn beside the report by plots.py
+        out += [f"![{chart.title.splitlines()[0]}]({chart.file_name})", ""]
     for t in r.tables:
         out += [t, ""]
     for note in r.notes:

@@ -19,12 +19,36 @@ class Figure:
 
 
 @dataclass
+class Chart:
+    """A line chart, drawn as a PNG beside the report (plots.py): one line per series, each a
+    list of (x, y) points."""
+
+    file_name: str
+    title: str
+    x_label: str
+    y_label: str
+    series: dict[str, list[tuple[float, float]]]
+    log_y: bool = False
+    reference: tuple[float, str] | None = None  # a dashed horizontal line: (y, its label)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Chart:
+        """A chart as `python -m bench --json` wrote it (its pairs as lists)."""
+        series = {label: [(x, y) for x, y in points]
+                  for label, points in data["series"].items()}
+        reference = data.get("reference")
+        return cls(**{**data, "series": series,
+                      "reference": (reference[0], reference[1]) if reference else None})
+
+
+@dataclass
 class PartResult:
     number: int
     title: str
     figures: list[Figure] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)  # Markdown, rendered as given
     notes: list[str] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
@@ -35,7 +59,8 @@ class PartResult:
     def from_json(cls, data: dict[str, Any]) -> PartResult:
         """A part as `python -m bench --json` wrote it."""
         figures = [Figure(**figure) for figure in data.get("figures", [])]
-        return cls(**{**data, "figures": figures})
+        charts = [Chart.from_json(chart) for chart in data.get("charts", [])]
+        return cls(**{**data, "figures": figures, "charts": charts})
 
     def add(self, name: str, value: str, target: str = "", met: bool | None = None) -> None:
         self.figures.append(Figure(name, value, target, met))

@@ -67,6 +67,8 @@ class Stack:
     baseline: Process | None = None
     baseline_version: str | None = None
     extra: list[Process] = field(default_factory=list)
+    # MLServer by its folder and the version it serves (v2.py), started once, shared by parts.
+    mlservers: dict[str, Process] = field(default_factory=dict)
     # Run receivers from another source tree (a candidate change), not this checkout's.
     receiver_src: Path | None = None
     setup_seconds: dict[str, float] = field(default_factory=dict)
@@ -111,6 +113,7 @@ class Stack:
                 process.stop()
         self.receivers.clear()
         self.extra.clear()
+        self.mlservers.clear()
         self.baseline = self.mlflow = None
 
     @property

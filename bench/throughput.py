@@ -105,14 +105,15 @@ def load_run(url: str, body_file: Any, body: bytes, concurrency: int, seconds: f
              use_wrk: bool) -> dict[str, float]:
     if use_wrk:
         r = run_wrk(url, body_file, concurrency, seconds)
-        return {"rps": r.rps, "p50": r.p50, "p99": r.p99, "failed": r.errors + r.non_2xx,
-                "gen_cpu": r.wrk_cpu_share}
+        return {"rps": r.rps, "goodput": r.goodput, "p50": r.p50,
+                "p99": r.p99, "failed": r.errors + r.non_2xx, "gen_cpu": r.wrk_cpu_share}
     pool = ClientPool(url, body, concurrency, seconds).start()
     time.sleep(seconds)
     samples = pool.stop()
     lat = [s.latency for s in samples if s.ok]
-    return {"rps": len(lat) / pool.wall_seconds, "p50": percentile(lat, 50),
-            "p99": percentile(lat, 99), "failed": sum(1 for s in samples if not s.ok),
+    return {"rps": len(lat) / pool.wall_seconds, "goodput": len(lat) / pool.wall_seconds,
+            "p50": percentile(lat, 50), "p99": percentile(lat, 99),
+            "failed": sum(1 for s in samples if not s.ok),
             "gen_cpu": pool.cpu_seconds / pool.wall_seconds}
 
 

@@ -69,11 +69,15 @@ def ensure_mlserver() -> Path:
 
 
 def start_mlserver(stack: Stack, version: str, parallel_workers: int | None = None) -> Process:
-    """MLServer serving the version's own files, with adaptive batching on; with
+    """MLServer serving the version's own files, with adaptive batching on: the one an earlier
+    part started for this version and `parallel_workers`, else a new one. With
     `parallel_workers`, that many inference processes (None: MLServer's default), in a folder
     of its own so that several can run side by side."""
-    mlserver = ensure_mlserver()
     name = "mlserver" if parallel_workers is None else f"mlserver-pw{parallel_workers}"
+    running = stack.mlservers.get(f"{name}/{version}")
+    if running is not None and running.alive():
+        return running
+    mlserver = ensure_mlserver()
     folder = stack.workdir / name
     model_dir = folder / MODEL_NAME
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +100,7 @@ def start_mlserver(stack: Stack, version: str, parallel_workers: int | None = No
     wait_until(lambda: requests.get(f"{process.url}/v2/models/{MODEL_NAME}/ready",
                                     timeout=2).ok, timeout=120, message="MLServer model ready")
     stack.extra.append(process)
+    stack.mlservers[f"{name}/{version}"] = process
     return process
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from mlflow_hotswap_plugin import env
-from receiver import connections, redact, worker, workers
+from receiver import accepting, connections, redact, worker, workers
 from receiver.app import create_app
 from receiver.host import WorkerSeat
 from receiver.preload import Preload
@@ -58,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                "http": connections.protocol(connections.Limits.of(settings))}
     if settings.workers > 1:
         return _supervise(settings, options, args.host, args.port)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, **options)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host,
+                                           port=args.port, **options))
+    accepting.run(server)
+    return 0 if server.started else STARTUP_FAILURE  # as uvicorn.run exits
 
 
 def _supervise(settings: Settings, options: dict[str, Any], host: str, port: int) -> int:

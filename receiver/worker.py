@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import values
 
+from receiver import accepting
 from receiver.app import create_app
 from receiver.host import WorkerSeat
 from receiver.registry import LoadedModel
@@ -32,5 +33,5 @@ def serve(settings: Settings, preloaded: Sequence[LoadedModel], seat: WorkerSeat
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     app = create_app(settings, service=Service(settings, seat=seat, preloaded=preloaded))
     server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options))
-    server.run(sockets=[listener])
+    accepting.run(server, sockets=[listener])
     return 0

@@ -19,6 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from starlette.routing import Route
 
 from mlflow_hotswap_plugin.settings import Settings as PluginSettings
+from receiver import accepting
 from receiver.app import create_app
 from receiver.metrics import Metrics
 from receiver.settings import Settings as ReceiverSettings
@@ -138,10 +139,12 @@ def run_receiver_main(command: list[str], env: Mapping[str, str], tmp_path: Path
     monkeypatch.setenv("HOTSWAP_MODEL_DIR", str(tmp_path))
     captured: dict[str, Any] = {}
 
-    def fake_run(app: Any, **kwargs: Any) -> None:
-        captured.update(kwargs, app=app)
+    def fake_run(server: uvicorn.Server, sockets: Any = None) -> None:
+        config = server.config
+        captured.update(app=config.app, host=config.host, port=config.port)
+        server.started = True  # as a server that ran and stopped
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(accepting, "run", fake_run)
     assert resolve(target)(command[1:]) == 0
     assert captured, f"{target} returned without starting uvicorn"
     return captured
