@@ -9,6 +9,7 @@ import re
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,7 +41,9 @@ def resolve(client: MlflowClient, name: str, reference: str) -> str | None:
     try:
         if reference.startswith("@"):
             return str(client.get_model_version_by_alias(name, reference[1:]).version)
-        latest = client.get_latest_versions(name, [reference])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # stages are in our contract
+            latest = client.get_latest_versions(name, [reference])
     except MlflowException:
         return None
     return str(latest[0].version) if latest else None
@@ -86,8 +89,10 @@ class RolloutTags:
         if alias:
             self.client.set_registered_model_alias(self.name, alias, self.version)
         if stage:
-            self.client.transition_model_version_stage(self.name, self.version, stage,
-                                                       archive_existing_versions=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # stages are in our contract
+                self.client.transition_model_version_stage(self.name, self.version, stage,
+                                                           archive_existing_versions=True)
 
 
 @dataclass(frozen=True)
