@@ -29,12 +29,14 @@ class PredictionClient:
     """Threads that keep posting to the receiver and record every answer.
 
     `url` is one receiver, or several (replicas) asked in turn. `body` is one request body, or a
-    list of them taken in turn (live traffic for a shadow to be compared on).
+    list of them taken in turn (live traffic for a shadow to be compared on). `pause`: seconds
+    each thread waits after an answer (0: none), leaving the machine room for other work.
     """
 
     def __init__(self, url: str | Sequence[str], body: dict[str, Any] | list[dict[str, Any]],
-                 threads: int = CLIENT_THREADS) -> None:
+                 threads: int = CLIENT_THREADS, pause: float = 0.0) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
+        self.pause = pause
         self._bodies = body if isinstance(body, list) else [body]
         self._answers: list[Answer] = []
         self._errors: list[str] = []
@@ -76,6 +78,8 @@ class PredictionClient:
                     self._answers.append(answer)
                     if error is not None:
                         self._errors.append(error)
+                if self.pause:
+                    self._stop.wait(self.pause)
 
     def first_answer(self, version: str, after: float, url: str | None = None) -> float | None:
         """When `version` first answered since `after` (at `url` only, when given)."""

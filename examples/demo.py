@@ -7,7 +7,7 @@ share the registry's tag says (data and logs in a fresh temporary folder), and t
 registers the fraud-detection model. Version 2 goes to Staging, where the receivers load it
 ahead and score live traffic with it in the shadow, passes the training gate and is promoted
 while a client keeps predicting, served at once from the cache; then a rollback to version 1
-(from the cache too). Version 3 is rolled out by `mlflow-hotswap rollout` at 10, 50 and 100 %
+(from the cache too). Version 3 is rolled out by `mlflow-hotswap rollout` at 20, 50 and 100 %
 of the requests and promoted; version 4, which fails on every online transaction, is rolled
 back at its first step, each request it failed answered by version 3. Everything stops at the
 end, also on Ctrl-C.
@@ -70,13 +70,16 @@ SWAP_TIMEOUT = 30.0  # far below the 60 s poll: a swap seen in time was pushed
 STEPS = 7  # of the demo, as printed: [1/7] ...
 FLEET = ("127.0.0.1", "127.0.0.2", "127.0.0.3")  # one receiver on each
 CANARY = "@challenger"
+# After each answer, per client thread: the client leaves a 2-core machine room for the rest
+# (the rollout command, training) and still sends a 20 % step its 20 canary requests in ~2 s.
+CLIENT_PAUSE = 0.03
 FAILS_ON = "is_online"  # version 4 raises on these transactions (examples/flaky_model.py)
 # The console script installed beside this Python, as a person would run it.
 HOTSWAP = str(Path(sys.executable).with_name("mlflow-hotswap"))
 # Short steps for a demo; in production, minutes and hundreds of requests (the defaults). Every
 # process here shares one machine, where the p99 of a few dozen requests is mostly scheduling
 # noise: the latency check is loosened (tests/integration/test_fleet_rollout.py exercises it).
-ROLLOUT_OPTIONS = ("--steps", "10,50,100", "--step-seconds", "2", "--min-requests", "20",
+ROLLOUT_OPTIONS = ("--steps", "20,50,100", "--step-seconds", "1", "--min-requests", "20",
                    "--max-latency-ratio", "5")
 ROLLOUT_TIMEOUT = 120.0
 SHOWN_METRICS = (
@@ -292,6 +295,7 @@ class Summary:
     swap: dict[str, Any] | None = None
     rollback: dict[str, Any] | None = None
     rollouts: list[dict[str, Any]] = field(default_factory=list)
+    step_seconds: dict[str, float] = field(default_factory=dict)  # by step number
     served_at_end: dict[str, str | None] = field(default_factory=dict)  # replica: version
     predictions: dict[str, Any] = field(default_factory=dict)
     pids: dict[str, list[int]] = field(default_factory=dict)
@@ -311,6 +315,20 @@ class Demo:
         self.receivers: list[Process] = []
         self.client: PredictionClient | None = None
         self.tracking_uri = ""
+        self._step: tuple[int, float] | None = None  # the step running, since when
+
+    def step(self, number: int, title: str) -> None:
+        """Print the step's title; the one before it is over."""
+        self.end_step()
+        self._step = (number, time.perf_counter())
+        say()
+        say(f"[{number}/{STEPS}] {title}")
+
+    def end_step(self) -> None:
+        if self._step is not None:
+            number, started = self._step
+            self.summary.step_seconds[str(number)] = round(time.perf_counter() - started, 1)
+            self._step = None
 
     def _start(self, role: str, start: Callable[[], Process]) -> Process:
         with signals_deferred():
@@ -393,25 +411,31 @@ class Demo:
     def promote(self, version: str, stage: str = STAGE) -> None:
         promote(MODEL_NAME, version, stage, self.tracking_uri, archive_existing=True)
 
-    def stage_and_shadow(self, receiver: Process, version: str) -> dict[str, Any]:
-        """Move `version` to Staging; wait until the receiver pre-warmed it and shadowed
-        SHADOW_SAMPLE live requests with it; say what that showed."""
-        before = scrape(receiver.url)
+    def stage_and_shadow(self, version: str) -> dict[str, Any]:
+        """Move `version` to Staging; wait until every receiver pre-warmed it and, between
+        them, shadowed SHADOW_SAMPLE live requests with it; say what that showed."""
+        receivers = self.receivers
+        before = [scrape(receiver.url) for receiver in receivers]
         self.promote(version, STAGING)
         say(f"  moved version {version} to {STAGING}")
 
-        def prewarmed() -> dict[str, Any] | None:
+        def prewarmed(receiver: Process) -> dict[str, Any] | None:
             held = self.current(receiver).get("prewarmed") or []
             return next((h for h in held if h["version"] == version), None)
 
-        with progress("waiting for the receiver to pre-warm it") as outcome:
-            held = wait_until(prewarmed, SWAP_TIMEOUT, message=f"version {version} pre-warmed")
-            outcome["text"] = (f"loaded and warmed up at {held['loaded_at'][11:23]} UTC; "
-                               f"still serving version {self.current(receiver)['version']}")
+        with progress("waiting for the receivers to pre-warm it") as outcome:
+            held = [wait_until(partial(prewarmed, receiver), SWAP_TIMEOUT,
+                               message=f"version {version} pre-warmed at {receiver.url}")
+                    for receiver in receivers]
+            outcome["text"] = (f"loaded and warmed up by all {len(receivers)}, the first at "
+                               f"{held[0]['loaded_at'][11:23]} UTC; still serving version "
+                               f"{self.current(receivers[0])['version']}")
         labels = f'{{model="{MODEL_NAME}",version="{version}"}}'
 
         def delta(name: str) -> int:
-            return int(scrape(receiver.url).get(name + labels, 0) - before.get(name + labels, 0))
+            return int(sum(scrape(receiver.url).get(name + labels, 0)
+                           - earlier.get(name + labels, 0)
+                           for receiver, earlier in zip(receivers, before, strict=True)))
 
         with progress(f"shadowing live traffic with version {version}") as outcome:
             wait_until(lambda: delta("hotswap_shadow_comparisons_total") >= SHADOW_SAMPLE,
@@ -422,7 +446,7 @@ class Demo:
             outcome["text"] = (f"{compared} requests scored again after their answers, "
                                f"{disagreed} disagreements ({disagreed / compared:.1%}); "
                                f"{shed} skipped while busy")
-        return {"version": version, "prewarmed_at": held["loaded_at"], "compared": compared,
+        return {"version": version, "prewarmed_at": held[0]["loaded_at"], "compared": compared,
                 "disagreed": disagreed, "shed": shed}
 
     def gate(self, trained: train_model.TrainedModel,
@@ -445,11 +469,11 @@ class Demo:
         trained, v3 = self.rollout_good()
         self.rollout_bad(trained, v3)
         self.finish_traffic(v3)
+        self.end_step()
 
     def start(self) -> None:
-        say()
-        say(f"[1/{STEPS}] Starting a local MLflow server with the hotswap plugin, and "
-            f"{len(FLEET)} receivers")
+        self.step(1, f"Starting a local MLflow server with the hotswap plugin, and "
+                     f"{len(FLEET)} receivers")
         addresses = [(host, free_port(host)) for host in FLEET]
         mlflow_server = self.start_mlflow([f"http://{host}:{port}/webhooks/mlflow"
                                            for host, port in addresses])
@@ -475,8 +499,7 @@ class Demo:
             "as a safety net")
 
     def version_1(self) -> train_model.Registered:
-        say()
-        say(f"[2/{STEPS}] Version 1 of the fraud-detection model")
+        self.step(2, "Version 1 of the fraud-detection model")
         _, v1 = self.train_and_register(seed=1)
         with progress("waiting for the receivers to start") as outcome:
             for receiver in self.receivers:
@@ -498,28 +521,27 @@ class Demo:
 
     def version_2(self, v1: train_model.Registered) -> None:
         receiver = self.receivers[0]
-        say()
-        say(f"[3/{STEPS}] Version 2: {STAGING} (pre-warmed, shadowed), the gate, then {STAGE}, "
-            f"while a client keeps predicting")
+        self.step(3, f"Version 2: {STAGING} (pre-warmed, shadowed), the gate, then {STAGE}, "
+                     f"while a client keeps predicting")
         trained, v2 = self.train_and_register(seed=2)
         # Live traffic: a different transaction each request, for the shadow to compare on.
         frame, _ = train_model.make_transactions(500, seed=777)
         bodies = [{"dataframe_split": {"columns": list(frame.columns), "data": [row]}}
                   for row in frame.to_numpy().tolist()]
         client = self.client = PredictionClient([r.url for r in self.receivers], bodies,
-                                                threads=CLIENT_THREADS)
+                                                threads=CLIENT_THREADS, pause=CLIENT_PAUSE)
         client.start()
         wait_until(lambda: client.counts()[0] >= 20, 30, message="background client")
-        say(f"  background client: {client.threads} threads predicting non-stop, round robin "
-            f"over the {len(self.receivers)} receivers; so far {client.describe()}")
-        say(f"  the first receiver, {receiver.url}, up close:")
-        self.summary.staging = self.stage_and_shadow(receiver, v2.version)
+        say(f"  background client: {client.threads} threads predicting from now on (a "
+            f"{client.pause * 1000:.0f} ms pause after each answer), round robin over the "
+            f"{len(self.receivers)} receivers; so far {client.describe()}")
+        self.summary.staging = self.stage_and_shadow(v2.version)
         passed = self.gate(trained, v2)
         self.summary.staging["gate"] = "passed" if passed else "refused"
         if not passed:
             raise RuntimeError(f"version {v2.version} did not pass the training gate")
         say(f"  gate passed: promoting version {v2.version} to {STAGE}, archiving version "
-            f"{v1.version}:")
+            f"{v1.version}; the first receiver, {receiver.url}, up close:")
         swap = watch_swap(receiver, client, v2.version, lambda: self.promote(v2.version))
         self.summary.swap = asdict(swap)
         self.summary.versions_served.append(v2.version)
@@ -534,8 +556,7 @@ class Demo:
 
     def roll_back(self, v1: train_model.Registered) -> None:
         receiver, client = self.receivers[0], self.traffic
-        say()
-        say(f"[4/{STEPS}] Rollback: version {v1.version} back to {STAGE}")
+        self.step(4, f"Rollback: version {v1.version} back to {STAGE}")
         rollback = watch_swap(receiver, client, v1.version, lambda: self.promote(v1.version))
         self.summary.rollback = {**asdict(rollback),
                                  "from_cache": rollback.cache_hits >= 1 and not rollback.loaded
@@ -559,9 +580,8 @@ class Demo:
                 say(f"    {key} {shown}")
 
     def rollout_good(self) -> tuple[train_model.TrainedModel, str]:
-        say()
-        say(f"[5/{STEPS}] Version 3 on every receiver as the canary {CANARY}, promoted step by "
-            f"step by `mlflow-hotswap rollout`")
+        self.step(5, f"Version 3 on every receiver as the canary {CANARY}, promoted step by "
+                     f"step by `mlflow-hotswap rollout`")
         trained, v3 = self.train_and_register(seed=3)
         self.point_canary(v3.version)
         self.show_status()
@@ -574,9 +594,8 @@ class Demo:
         return trained, v3.version
 
     def rollout_bad(self, trained: train_model.TrainedModel, v3: str) -> None:
-        say()
-        say(f"[6/{STEPS}] Version 4: version {v3}'s forest with a bug, failing on every online "
-            f"transaction; the same rollout")
+        self.step(6, f"Version 4: version {v3}'s forest with a bug, failing on every online "
+                     f"transaction; the same rollout")
         v4 = self.register_flaky(trained, v3)
         self.point_canary(v4)
         report = self.rollout(v4)
@@ -682,9 +701,10 @@ class Demo:
     def run_rollout(self, version: str) -> tuple[int, float]:
         """Run the command, printing its lines as they come, each with the time since its
         start; its exit code and how long it took."""
-        args = ["rollout", MODEL_NAME, "--canary", CANARY, "--promote-stage", STAGE,
-                "--receivers", ",".join(r.url for r in self.receivers), *ROLLOUT_OPTIONS]
-        say(f"  $ mlflow-hotswap {' '.join(args)}")
+        parts = (["rollout", MODEL_NAME, "--canary", CANARY, "--promote-stage", STAGE],
+                 ["--receivers", ",".join(r.url for r in self.receivers)], ROLLOUT_OPTIONS)
+        say("  $ mlflow-hotswap " + " \\\n      ".join(" ".join(part) for part in parts))
+        args = [arg for part in parts for arg in part]
         log_path = self.workdir / f"rollout-v{version}.log"
         tail = LogTail(log_path)
         env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri, "PYTHONUNBUFFERED": "1"}
@@ -802,6 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"its promotion; version {promoted['version']} promoted and version "
         f"{rolled_back['version']} rolled back by `mlflow-hotswap rollout`; "
         f"{predictions['failed']} failed predictions out of {predictions['answers']:,}.")
+    say("Time per step: " + ", ".join(f"[{number}] {seconds:.1f}s"
+                                      for number, seconds in summary.step_seconds.items()))
     return 0
 
 
@@ -820,6 +842,7 @@ def finish(demo: Demo, summary: Summary, keep: bool) -> None:
     try:
         demo.stop()
     finally:
+        summary.step_seconds[str(STEPS)] = round(time.perf_counter() - started, 1)
         pids = [pid for group in summary.pids.values() for pid in group]
         left = [pid for pid in pids if pid_running(pid)]
         listening = [f"{summary.hosts[role]}:{port}" for role, port in summary.ports.items()
