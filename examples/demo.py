@@ -76,11 +76,13 @@ CLIENT_PAUSE = 0.03
 FAILS_ON = "is_online"  # version 4 raises on these transactions (examples/flaky_model.py)
 # The console script installed beside this Python, as a person would run it.
 HOTSWAP = str(Path(sys.executable).with_name("mlflow-hotswap"))
-# Short steps for a demo; in production, minutes and hundreds of requests (the defaults). Every
-# process here shares one machine, where the p99 of a few dozen requests is mostly scheduling
-# noise: the latency check is loosened (tests/integration/test_fleet_rollout.py exercises it).
+# Short steps for a demo; in production, minutes and hundreds of requests (the defaults). The
+# p99 of a step's 20 canary requests is their slowest, so one request that waited for the CPU
+# of a machine running every process here would fail a good version: the latency check is
+# loosened to what only a broken version reaches (tests/integration/test_fleet_rollout.py
+# exercises it).
 ROLLOUT_OPTIONS = ("--steps", "20,50,100", "--step-seconds", "1", "--min-requests", "20",
-                   "--max-latency-ratio", "5")
+                   "--max-latency-ratio", "20")
 ROLLOUT_TIMEOUT = 120.0
 SHOWN_METRICS = (
     "hotswap_model_version", "hotswap_model_reloads_total", "hotswap_webhook_requests_total",
