@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from bench import (
     fanout,
@@ -55,7 +57,13 @@ PARTS: dict[int, tuple[str, Callable[[Stack, Config], PartResult]]] = {
     9: ("Overload: goodput at 1,000 clients", overload.run),
     10: ("Progressive delivery", fleet.run),
     11: ("Open Inference Protocol", v2.run),
+    13: ("Apache Beam", lambda stack, cfg: _beam().run(stack, cfg)),
 }
+
+
+def _beam() -> ModuleType:
+    """bench.beam, imported only when its part runs: Apache Beam is an optional extra."""
+    return importlib.import_module("bench.beam")
 
 
 def ensure_wrk(install: bool) -> str:
@@ -90,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receiver-src", type=Path, default=None,
                         help="run receivers from this folder's receiver/ package instead "
                              "(to measure a candidate change before it lands)")
+    parser.add_argument("--merge", type=Path, default=None, metavar="JSON",
+                        help="an earlier run's --json: its parts not run now go into the "
+                             "report too, each saying when it ran")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install wrk when it is missing")
     args = parser.parse_args(argv)
@@ -119,12 +130,16 @@ def main(argv: list[str] | None = None) -> int:
             title, run = PARTS[number]
             print(f"==> part {number}: {title}", flush=True)
             part_began = time.perf_counter()
+            load_before = os.getloadavg()[0]
+            ran_at = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
             try:
                 result = run(stack, cfg)
             except Exception as exc:  # noqa: BLE001 - one broken part must not lose the others
                 result = PartResult(number, title, error=f"{type(exc).__name__}: {exc}")
                 traceback.print_exc()
             result.seconds = time.perf_counter() - part_began
+            result.ran_at = ran_at
+            result.load = f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
             results.append(result)
             for figure in result.figures:
                 print(f"    {figure.name}: {figure.value}"
@@ -140,10 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         stack.stop()
     total = time.perf_counter() - began
+    earlier = merged_parts(args.merge, {r.number for r in results})
+    results = sorted(results + earlier, key=lambda r: r.number)
     bench_cmd = "python -m bench" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     text = render(results, cfg=cfg, machine={**machine(), "loadavg_start": load_at_start},
                   started_at=started_at, total=total, command=bench_cmd, wrk_status=wrk_status,
                   receiver_src=args.receiver_src, setup=stack.setup_seconds,
+                  merged=", ".join(str(r.number) for r in earlier),
+                  merged_from=str(args.merge) if args.merge else "",
                   commands={**commands,
                             "mlflow models serve": shlex.join(stack.baseline_argv("<V>", 0))
                             .replace("--port 0", "--port <port>")})
@@ -156,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if any(r.error for r in results) else 0
+
+
+def merged_parts(path: Path | None, ran: set[int]) -> list[PartResult]:
+    """The parts of an earlier run's JSON that this run did not run again."""
+    if path is None:
+        return []
+    earlier = [PartResult.from_json(data) for data in json.loads(path.read_text())]
+    return [result for result in earlier if result.number not in ran]
 
 
 def command_line(process: Process) -> str:

@@ -11,7 +11,7 @@ from bench.result import PartResult, table
 def render(results: list[PartResult], *, cfg: Config, machine: dict[str, str],
            started_at: datetime.datetime, total: float, command: str, wrk_status: str,
            setup: dict[str, float], commands: dict[str, str],
-           receiver_src: object = None) -> str:
+           receiver_src: object = None, merged: str = "", merged_from: str = "") -> str:
     out: list[str] = []
     kind = "smoke run (a few seconds per part: figures prove it runs, not how fast)" \
         if cfg.smoke else "full run"
@@ -19,6 +19,8 @@ def render(results: list[PartResult], *, cfg: Config, machine: dict[str, str],
         "# mlflow-hotswap benchmark report",
         "",
         f"- Date: {started_at:%Y-%m-%d %H:%M} UTC; {kind}; took {total / 60:.1f} min",
+        *([f"- Parts {merged} come from an earlier run ({merged_from}); each part's section "
+           "says when it ran and the load average then."] if merged else []),
         f"- Machine: `nproc` = {machine['nproc']}, CPU: {machine['cpu']}, "
         f"memory {machine['memory']}; load average {machine.get('loadavg_start', '?')} at the "
         f"start, {machine['loadavg']} at the end (anything else running on the 2 cores moves "
@@ -68,7 +70,9 @@ def render(results: list[PartResult], *, cfg: Config, machine: dict[str, str],
 
 def render_part(r: PartResult, ran: str = "") -> list[str]:
     """One part's section: its figures, tables, notes and commands."""
-    out = [f"## {r.number}. {r.title}", "", ran or f"Ran in {r.seconds:.0f} s.", ""]
+    when = f"Ran {r.ran_at} UTC in {r.seconds:.0f} s" if r.ran_at else f"Ran in {r.seconds:.0f} s"
+    load = f"; load average {r.load}" if r.load else ""
+    out = [f"## {r.number}. {r.title}", "", ran or f"{when}{load}.", ""]
     if r.error:
         out += [f"**Error:** `{r.error}`", ""]
     if r.figures:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -27,6 +28,14 @@ class PartResult:
     commands: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    ran_at: str = ""  # UTC, when the part started
+    load: str = ""  # the 1-minute load average at its start and its end
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PartResult:
+        """A part as `python -m bench --json` wrote it."""
+        figures = [Figure(**figure) for figure in data.get("figures", [])]
+        return cls(**{**data, "figures": figures})
 
     def add(self, name: str, value: str, target: str = "", met: bool | None = None) -> None:
         self.figures.append(Figure(name, value, target, met))

@@ -12,15 +12,16 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TextIO
 
-from mlflow.tracking import MlflowClient
-
 from mlflow_hotswap_plugin.fleet.analysis import Limits
 from mlflow_hotswap_plugin.fleet.controller import ROLLED_BACK, Controller, Interrupted
 from mlflow_hotswap_plugin.fleet.plan import Plan
 from mlflow_hotswap_plugin.fleet.progress import Progress
+from mlflow_hotswap_plugin.fleet.registry import RegistryError, RestRegistry
 from mlflow_hotswap_plugin.fleet.sources import MetricSource, PrometheusMetrics, ReceiverMetrics
 from mlflow_hotswap_plugin.fleet.state import (
+    ROLLOUT_TAG,
     LeaseKeeper,
+    RegistryClient,
     RolloutTags,
     percent_text,
     resolve,
@@ -31,7 +32,7 @@ from mlflow_hotswap_plugin.fleet.steps import StepRunner
 USAGE = 2
 
 
-def make_plan(args: argparse.Namespace, client: MlflowClient) -> Plan | str:
+def make_plan(args: argparse.Namespace, client: RegistryClient) -> Plan | str:
     """The plan, or why there is nothing to roll out."""
     version = resolve(client, args.name, args.canary)
     if version is None:
@@ -50,7 +51,21 @@ def make_plan(args: argparse.Namespace, client: MlflowClient) -> Plan | str:
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    client = MlflowClient()
+    try:
+        client = RestRegistry.from_environment()
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return USAGE
+    try:
+        return _run(args, client, out)
+    except RegistryError as exc:
+        print(f"stopped: the registry failed: {exc}. The version's {ROLLOUT_TAG} tag says "
+              "where the rollout stood: run again with --resume, or end it with --abort",
+              file=sys.stderr)
+        return ROLLED_BACK
+
+
+def _run(args: argparse.Namespace, client: RegistryClient, out: TextIO) -> int:
     plan = make_plan(args, client)
     if isinstance(plan, str):
         print(f"refused: {plan}", file=sys.stderr)

@@ -9,15 +9,12 @@ import re
 import socket
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 
-from mlflow.entities.model_registry import ModelVersion, RegisteredModel
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from mlflow_hotswap_plugin.fleet.registry import Model, RegistryError, Version
 
 SHARE_TAG = "hotswap.canary_percent"
 ROLLOUT_TAG = "hotswap.rollout"
@@ -36,29 +33,33 @@ def resumable_at(recorded: str | None) -> float | None:
     return float(match.group(2)) if match else None
 
 
-def resolve(client: MlflowClient, name: str, reference: str) -> str | None:
+def resolve(client: RegistryClient, name: str, reference: str) -> str | None:
     """The version `@alias` or a stage points to now; None when nothing is there."""
     try:
         if reference.startswith("@"):
-            return str(client.get_model_version_by_alias(name, reference[1:]).version)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # stages are in our contract
-            latest = client.get_latest_versions(name, [reference])
-    except MlflowException:
-        return None
-    return str(latest[0].version) if latest else None
+            return client.get_model_version_by_alias(name, reference[1:]).version
+        latest = client.get_latest_versions(name, [reference])
+    except RegistryError as exc:
+        if exc.refused:  # no such model or alias: MLflow says 404 or 400
+            return None
+        raise
+    return latest[0].version if latest else None
 
 
 class RegistryClient(Protocol):
-    """The MlflowClient calls RolloutTags and LeaseKeeper make."""
+    """The registry calls RolloutTags, LeaseKeeper and `resolve` make (registry.RestRegistry)."""
 
-    def get_registered_model(self, name: str) -> RegisteredModel: ...
+    def get_registered_model(self, name: str) -> Model: ...
 
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None: ...
 
     def delete_registered_model_tag(self, name: str, key: str) -> None: ...
 
-    def get_model_version(self, name: str, version: str) -> ModelVersion: ...
+    def get_model_version(self, name: str, version: str) -> Version: ...
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> Version: ...
+
+    def get_latest_versions(self, name: str, stages: list[str]) -> list[Version]: ...
 
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None: ...
 
@@ -66,7 +67,7 @@ class RegistryClient(Protocol):
 
     def transition_model_version_stage(self, name: str, version: str, stage: str,
                                        archive_existing_versions: bool = False,
-                                       ) -> ModelVersion: ...
+                                       ) -> Version: ...
 
 
 class RolloutTags:
@@ -89,10 +90,8 @@ class RolloutTags:
         if alias:
             self.client.set_registered_model_alias(self.name, alias, self.version)
         if stage:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # stages are in our contract
-                self.client.transition_model_version_stage(self.name, self.version, stage,
-                                                           archive_existing_versions=True)
+            self.client.transition_model_version_stage(self.name, self.version, stage,
+                                                       archive_existing_versions=True)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """One step of a rollout: wait until every replica serves the canary at the step's share, then
 measure until the step has lasted `--step-seconds` (counted from the moment its share was set:
 the push to the replicas is part of the step, not added to it) and seen enough canary requests.
-The step ends early as soon as a check fails on enough requests."""
+The step ends early as soon as the error rate or the agreement fails on enough requests; the
+latency is judged on the whole step."""
 
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ class StepRunner:
         seen: set[str] = set()
         answered: set[str] = set()
         while True:
-            self.sleep(plan.poll_seconds)
+            # The last poll of a step lands on its end, not up to a poll interval past it.
+            remaining = started + plan.step_seconds - self.clock()
+            self.sleep(min(plan.poll_seconds, remaining) if remaining > 0 else plan.poll_seconds)
             self.tick()
             pages = self.metrics.sample()
             seen |= {page.replica.address for page in pages}
@@ -66,7 +69,7 @@ class StepRunner:
             step = figures(self.metrics.totals(), plan.name, plan.version, self.baseline_p99)
             elapsed = self.clock() - started
             enough = step.canary_requests >= plan.limits.min_requests
-            broken = failures(step, plan.limits) if enough else []
+            broken = failures(step, plan.limits, latency=False) if enough else []
             self._show(index, elapsed, step)
             if broken:
                 return step, broken
@@ -77,7 +80,9 @@ class StepRunner:
     def _final_checks(self, step: Figures, enough: bool, silent: set[str]) -> list[str]:
         broken = [f"replica {address} unreachable for the whole step"
                   for address in sorted(silent)]
-        if not enough:
+        if enough:
+            broken += failures(step, self.plan.limits)
+        else:
             broken.append(f"too few canary requests: {step.canary_requests:.0f} < "
                           f"{self.plan.limits.min_requests} in {self.plan.max_wait:g} s")
         return broken

@@ -28,7 +28,7 @@ def test_every_benchmark_part_runs_and_yields_figures(tmp_path: Path) -> None:
     assert done.returncode == 0, f"stdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
 
     results = json.loads(results_path.read_text())
-    assert [part["number"] for part in results] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert [part["number"] for part in results] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13]
     for part in results:
         assert part["error"] is None, part
         assert part["figures"], f"part {part['number']} produced no figures"
@@ -39,3 +39,4 @@ def test_every_benchmark_part_runs_and_yields_figures(tmp_path: Path) -> None:
     assert "## 9. Overload: goodput at 1,000 clients" in report
     assert "## 10. Progressive delivery" in report
     assert "## 11. Open Inference Protocol" in report
+    assert "## 13. Apache Beam" in report

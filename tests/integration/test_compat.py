@@ -18,6 +18,8 @@ import requests
 from mlflow import MlflowClient
 
 from examples.processes import Process, wait_until
+from mlflow_hotswap_plugin.fleet.registry import RegistryError, RestRegistry
+from mlflow_hotswap_plugin.fleet.state import resolve
 from tests.support.capture import CaptureServer, capture_server
 from tests.support.stack import PluginStack, ReceiverSpec, served_version
 
@@ -103,3 +105,29 @@ def test_tag_set_and_delete_are_pushed(stack: Stack) -> None:
         ("model_version_tag.deleted", {"name": MODEL, "version": "1", "key": "hotswap.rollout"},
          True),
     ]
+
+
+def test_the_rollouts_registry_client_reads_and_writes_what_mlflow_sees(stack: Stack) -> None:
+    registry = RestRegistry(stack.server.url)
+    client = stack.client
+    client.set_registered_model_alias(MODEL, "challenger", "2")
+    assert resolve(registry, MODEL, "@challenger") == "2"
+    assert resolve(registry, MODEL, "@nobody") is None
+    assert resolve(registry, MODEL, "Staging") is None
+
+    moved = registry.transition_model_version_stage(MODEL, "1", "Staging",
+                                                    archive_existing_versions=True)
+    assert (moved.version, moved.current_stage) == ("1", "Staging")
+    assert resolve(registry, MODEL, "Staging") == "1"
+    registry.set_model_version_tag(MODEL, "1", "hotswap.rollout", "running at 5 %")
+    assert client.get_model_version(MODEL, "1").tags["hotswap.rollout"] == "running at 5 %"
+    assert registry.get_model_version(MODEL, "1").tags["hotswap.rollout"] == "running at 5 %"
+    registry.set_registered_model_tag(MODEL, "hotswap.canary_percent", "5")
+    assert registry.get_registered_model(MODEL).tags["hotswap.canary_percent"] == "5"
+    registry.delete_registered_model_tag(MODEL, "hotswap.canary_percent")
+    assert "hotswap.canary_percent" not in client.get_registered_model(MODEL).tags
+    registry.set_registered_model_alias(MODEL, "champion", "1")
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+    with pytest.raises(RegistryError) as missing:
+        registry.get_model_version(MODEL, "99")
+    assert missing.value.refused and missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"

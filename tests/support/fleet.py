@@ -5,24 +5,25 @@ objects. The clock is tests/support/fakes.py's `ManualClock`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import generate_latest
 
 from mlflow_hotswap_plugin.fleet.analysis import METRICS
 from mlflow_hotswap_plugin.fleet.exposition import Samples, parse
+from mlflow_hotswap_plugin.fleet.registry import Model, RegistryError, Version
 from mlflow_hotswap_plugin.fleet.replicas import Page, Replica
 from receiver.metrics import Metrics
 
 
 @dataclass
 class FakeRegistryClient:
-    """The MlflowClient calls the rollout makes, on one model's tags and aliases."""
+    """The registry calls the rollout makes, on one model's tags, aliases and stages."""
 
     model_tags: dict[str, str] = field(default_factory=dict)
     version_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> its latest version
     calls: list[tuple[Any, ...]] = field(default_factory=list)
 
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
@@ -33,27 +34,33 @@ class FakeRegistryClient:
         self.calls.append(("model_tag_deleted", key))
         self.model_tags.pop(key, None)
 
-    def get_registered_model(self, name: str) -> Any:
-        return SimpleNamespace(tags=dict(self.model_tags))
+    def get_registered_model(self, name: str) -> Model:
+        return Model(dict(self.model_tags))
 
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.calls.append(("version_tag", version, key, value))
         self.version_tags.setdefault(version, {})[key] = value
 
-    def get_model_version(self, name: str, version: str) -> Any:
-        return SimpleNamespace(tags=dict(self.version_tags.get(version, {})))
+    def get_model_version(self, name: str, version: str) -> Version:
+        return Version(version, tags=dict(self.version_tags.get(version, {})))
 
     def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
         self.calls.append(("alias", alias, version))
         self.aliases[alias] = version
 
     def transition_model_version_stage(self, name: str, version: str, stage: str,
-                                       archive_existing_versions: bool = False) -> Any:
+                                       archive_existing_versions: bool = False) -> Version:
         self.calls.append(("stage", stage, version))
-        return SimpleNamespace(version=version, current_stage=stage)
+        self.stages[stage] = version
+        return Version(version, stage)
 
-    def get_model_version_by_alias(self, name: str, alias: str) -> Any:
-        return SimpleNamespace(version=self.aliases[alias])
+    def get_model_version_by_alias(self, name: str, alias: str) -> Version:
+        if alias not in self.aliases:
+            raise RegistryError(f"no alias {alias}", "INVALID_PARAMETER_VALUE", 400)
+        return Version(self.aliases[alias])
+
+    def get_latest_versions(self, name: str, stages: list[str]) -> list[Version]:
+        return [Version(self.stages[stage], stage) for stage in stages if stage in self.stages]
 
 
 class FakeReplica:
