@@ -663,12 +663,11 @@ class Demo:
     def rollout(self, version: str) -> RolloutReport:
         """`mlflow-hotswap rollout` of @challenger (`version`); what it left in the registry;
         then wait until every receiver serves what is in Production, at canary share 0."""
-        from mlflow import MlflowClient
-
+        from mlflow_hotswap_plugin.fleet.registry import RestRegistry
         from mlflow_hotswap_plugin.fleet.state import ROLLOUT_TAG, SHARE_TAG, resolve
 
         exit_code, seconds = self.run_rollout(version)
-        client = MlflowClient(self.tracking_uri)
+        client = RestRegistry(self.tracking_uri)  # the command's own reader
         record = client.get_model_version(MODEL_NAME, version).tags.get(ROLLOUT_TAG)
         share = client.get_registered_model(MODEL_NAME).tags.get(SHARE_TAG)
         production = resolve(client, MODEL_NAME, STAGE)
