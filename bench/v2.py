@@ -68,26 +68,30 @@ def ensure_mlserver() -> Path:
     return mlserver
 
 
-def start_mlserver(stack: Stack, version: str) -> Process:
-    """MLServer serving the version's own files, with adaptive batching on."""
+def start_mlserver(stack: Stack, version: str, parallel_workers: int | None = None) -> Process:
+    """MLServer serving the version's own files, with adaptive batching on; with
+    `parallel_workers`, that many inference processes (None: MLServer's default), in a folder
+    of its own so that several can run side by side."""
     mlserver = ensure_mlserver()
-    folder = stack.workdir / "mlserver"
+    name = "mlserver" if parallel_workers is None else f"mlserver-pw{parallel_workers}"
+    folder = stack.workdir / name
     model_dir = folder / MODEL_NAME
     model_dir.mkdir(parents=True, exist_ok=True)
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=str(folder / "artifacts"),
         tracking_uri=stack.tracking_uri)
     port = free_port()
+    workers = {} if parallel_workers is None else {"parallel_workers": parallel_workers}
     (folder / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
-        "metrics_port": free_port(), "debug": False}))
+        "metrics_port": free_port(), "debug": False, **workers}))
     (model_dir / "model-settings.json").write_text(json.dumps({
         "name": MODEL_NAME, "implementation": "mlserver_mlflow.MLflowRuntime",
         "parameters": {"uri": local, "version": version}, **MLSERVER_BATCH}))
     check_loopback(f"http://127.0.0.1:{port}")
     process = spawn_server("mlserver", [str(mlserver), "start", str(folder)],
                            {**base_env(), "PATH": f"{MLSERVER_VENV / 'bin'}:/usr/bin:/bin"},
-                           stack.workdir / "mlserver.log", "127.0.0.1", port,
+                           stack.workdir / f"{name}.log", "127.0.0.1", port,
                            "/v2/health/live", 180)
     wait_until(lambda: requests.get(f"{process.url}/v2/models/{MODEL_NAME}/ready",
                                     timeout=2).ok, timeout=120, message="MLServer model ready")

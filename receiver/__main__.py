@@ -20,6 +20,8 @@ from mlflow_hotswap_plugin import env
 from receiver import connections, redact, worker, workers
 from receiver.app import create_app
 from receiver.host import WorkerSeat
+from receiver.preload import Preload
+from receiver.registry import LoadedModel
 from receiver.settings import Settings, SettingsError, parse_workers
 
 
@@ -55,19 +57,30 @@ def main(argv: list[str] | None = None) -> int:
                "log_config": _uvicorn_log_config(),
                "http": connections.protocol(connections.Limits.of(settings))}
     if settings.workers > 1:
-        serve = functools.partial(_serve_worker, settings, options)
-        supervisor = workers.Supervisor(settings.workers, workers.listen(args.host, args.port),
-                                        serve, settings.update_interval)
-        logging.getLogger("receiver").info("Serving on %s:%d with %d workers", args.host,
-                                           args.port, settings.workers)
-        return supervisor.run()
+        return _supervise(settings, options, args.host, args.port)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, **options)
     return 0
 
 
-def _serve_worker(settings: Settings, options: dict[str, Any], seat: WorkerSeat,
+def _supervise(settings: Settings, options: dict[str, Any], host: str, port: int) -> int:
+    # Bound first, so a port in use fails at once, not after the load; connections made
+    # while the supervisor loads wait for the workers.
+    listener = workers.listen(host, port)
+    logging.getLogger("receiver").info("Serving on %s:%d with %d workers", host, port,
+                                       settings.workers)
+    preload = Preload(settings)
+    try:
+        serve = functools.partial(_serve_worker, settings, options, preload.load())
+        return workers.Supervisor(settings.workers, listener, serve,
+                                  settings.update_interval).run()
+    finally:
+        preload.close()
+
+
+def _serve_worker(settings: Settings, options: dict[str, Any],
+                  preloaded: tuple[LoadedModel, ...], seat: WorkerSeat,
                   listener: socket.socket, metrics_dir: Path) -> int:
-    return worker.serve(settings, seat, listener, metrics_dir, options)
+    return worker.serve(settings, preloaded, seat, listener, metrics_dir, options)
 
 
 def environment_help(width: int = 100) -> str:

@@ -45,9 +45,10 @@ _DOWNLOAD_TAKES_REGISTRY_URI = "registry_uri" in inspect.signature(download_arti
 
 
 def download_model(name: str, version: str, dst_path: str, tracking_uri: str,
-                   registry_uri: str) -> str:
-    """Download `models:/<name>/<version>` into `dst_path`; return the local model directory."""
-    uri = f"models:/{name}/{version}"
+                   registry_uri: str, path: str = "") -> str:
+    """Download `models:/<name>/<version>` (or the one file `path` in it) into `dst_path`;
+    return the local model directory (or file)."""
+    uri = f"models:/{name}/{version}" + (f"/{path}" if path else "")
     if _DOWNLOAD_TAKES_REGISTRY_URI:
         return download_artifacts(artifact_uri=uri, dst_path=dst_path, tracking_uri=tracking_uri,
                                   registry_uri=registry_uri)

@@ -4,6 +4,7 @@ worker threads."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -21,6 +22,8 @@ from typing import Any, Protocol
 import mlflow.pyfunc
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.models.model import MLMODEL_FILE_NAME
 from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 
@@ -45,6 +48,18 @@ class ModelLoadFailed(RuntimeError):
     """A version exists but could not be downloaded, loaded or warmed up."""
 
 
+class NotForkSafe(ModelLoadFailed):
+    """A version a supervisor leaves to its workers: its flavor is not known to be safe to load
+    before a fork."""
+
+
+# Flavors whose load makes plain objects and arrays, nothing a forked process could not use.
+# Others may start threads (ONNX Runtime's session, TensorFlow) or open connections (a custom
+# pyfunc's load_context) as they load: after a fork the workers would share the connection,
+# or wait for threads that are not there.
+FORK_SAFE_LOADERS = frozenset({"mlflow.sklearn"})
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     name: str
@@ -55,6 +70,9 @@ class LoadedModel:
     run_id: str | None
     load_seconds: float
     loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    # The process that downloaded the files, the only one that deletes them: a worker forked
+    # from its supervisor shares the supervisor's loaded versions, not their files.
+    owner_pid: int = field(default_factory=os.getpid)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -114,10 +132,18 @@ class RegistryLike(Protocol):
 
 
 class Registry:
-    def __init__(self, settings: Settings) -> None:
+    """Under `--workers N`: `before_fork`, the supervisor's, loads only the flavors of
+    FORK_SAFE_LOADERS and never predicts (a first predict may start a thread pool that a
+    forked process inherits broken; OpenMP's hangs in it); `preloaded`, a worker's, are the
+    versions its supervisor loaded, which `load` warms up rather than downloads again."""
+
+    def __init__(self, settings: Settings, preloaded: Iterable[LoadedModel] = (),
+                 before_fork: bool = False) -> None:
         for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
             os.environ.setdefault(key, value)
         self._settings = settings
+        self._preloaded = {model.key: model for model in preloaded}
+        self._before_fork = before_fork
         self._client = MlflowClient(settings.tracking_uri, settings.registry_uri)
         references = (settings.followed, *settings.rollout_references)
         self._stages = [r.name for r in references if r.kind == "stage"]
@@ -161,14 +187,22 @@ class Registry:
             return latest_by_stage(self._client.get_latest_versions(name, stages=self._stages))
 
     def load(self, name: str, version: str) -> LoadedModel:
-        """Blocking: download, load and warm up one version. Raises ModelNotFound if it does
-        not exist."""
+        """Blocking: download, load and warm up one version (only warm up a preloaded one).
+        Raises ModelNotFound if it does not exist."""
+        preloaded = self._preloaded.get((name, version))
+        if preloaded is not None:
+            return self._warmed_up(preloaded)
         try:
             model_version = self._client.get_model_version(name, version)
         except MlflowException as exc:
             if is_not_found(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
                 raise ModelNotFound(f"Model {name!r} has no version {version!r}.") from exc
             raise
+        if self._before_fork:
+            loader = self._loader_module(name, version)
+            if loader not in FORK_SAFE_LOADERS:
+                raise NotForkSafe(f"{name} version {version} loads with {loader}, not known to "
+                                  "be safe to load before a fork")
         logger.info("Loading model %s version %s from MLflow", name, version)
         started = time.perf_counter()
         folder = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-v{version}-{uuid.uuid4().hex[:8]}")
@@ -179,7 +213,8 @@ class Registry:
                 self._settings.registry_uri or self._settings.tracking_uri)
             pyfunc = mlflow.pyfunc.load_model(local)
             single_threaded(pyfunc)
-            _warm_up(pyfunc, local)
+            if not self._before_fork:
+                _warm_up(pyfunc, local)
         except BaseException:
             shutil.rmtree(destination, ignore_errors=True)
             raise
@@ -190,8 +225,29 @@ class Registry:
                            local_path=destination, run_id=model_version.run_id,
                            load_seconds=seconds)
 
+    def _loader_module(self, name: str, version: str) -> str | None:
+        """Blocking: the module that loads this version as a pyfunc, from its MLmodel alone."""
+        with tempfile.TemporaryDirectory(dir=self._model_root) as folder:
+            path = compat.download_model(
+                name, version, folder, self._settings.tracking_uri,
+                self._settings.registry_uri or self._settings.tracking_uri, path=MLMODEL_FILE_NAME)
+            pyfunc = Model.load(path).flavors.get("python_function", {})
+        loader = pyfunc.get("loader_module")
+        return str(loader) if loader is not None else None
+
+    def _warmed_up(self, model: LoadedModel) -> LoadedModel:
+        logger.info("Warming up model %s version %s, loaded before this worker started",
+                    model.name, model.version)
+        started = time.perf_counter()
+        # A models:/ download writes the version's files straight into the folder it is given.
+        _warm_up(model.pyfunc, str(model.local_path))
+        return dataclasses.replace(model, load_seconds=time.perf_counter() - started)
+
     def release(self, model: LoadedModel) -> None:
-        """Blocking: delete a model's downloaded files once nothing serves or caches it."""
+        """Blocking: delete a model's downloaded files once nothing serves or caches it; another
+        process's (the supervisor's, `--workers N`) are left to it."""
+        if model.owner_pid != os.getpid():
+            return
         shutil.rmtree(model.local_path, ignore_errors=True)
         logger.info("Cleaned up model version %s of %s", model.version, model.name)
 

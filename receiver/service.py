@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from receiver.host import HostState, WorkerSeat
 from receiver.lane import ScoringLane
 from receiver.metrics import Metrics
 from receiver.models import Models, RefreshResult
 from receiver.pinning import PinnedModels
-from receiver.registry import Registry, RegistryLike
+from receiver.registry import LoadedModel, Registry, RegistryLike
 from receiver.relay import WorkerLink
 from receiver.rollout import Router
 from receiver.settings import Settings
@@ -20,15 +21,16 @@ from receiver.webhooks import WebhookVerifier
 
 
 class Service:
-    """`seat`: given to a worker process by its supervisor (`--workers N`); None when this
-    process serves alone."""
+    """`seat` and `preloaded`: given to a worker process by its supervisor (`--workers N`): its
+    place among the workers, and the versions the supervisor loaded before forking it."""
 
     def __init__(self, settings: Settings, registry: RegistryLike | None = None,
-                 metrics: Metrics | None = None, seat: WorkerSeat | None = None) -> None:
+                 metrics: Metrics | None = None, seat: WorkerSeat | None = None,
+                 preloaded: Sequence[LoadedModel] = ()) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics(multiprocess=seat is not None)
         self.limiters = Limiters.create(settings.predict_threads)
-        self.registry: RegistryLike = registry or Registry(settings)
+        self.registry: RegistryLike = registry or Registry(settings, preloaded)
         self.models = Models(settings, self.registry, self.metrics)
         # A worker's poll is timed by its supervisor, once for the whole host.
         self.updater = ModelUpdater(settings, self.models, self.limiters.model_work,

@@ -1,19 +1,20 @@
 """`--workers N`: a supervisor and N worker processes sharing one listening socket.
 
-The supervisor binds the port once, then forks each worker, which runs uvicorn on the socket
-it inherited (worker.py); the kernel hands each new connection to one of them. Forking after
-the imports shares the libraries' memory (MLflow, pandas, scikit-learn: most of a receiver's
-resident size) between the workers, copy-on-write; each worker loads its own copy of a model
-version, as it swaps on its own.
+The supervisor binds the port once, loads the followed versions (preload.py), then forks each
+worker, which runs uvicorn on the socket it inherited (worker.py); the kernel hands each new
+connection to one of them. Forking after the imports and that load shares their memory
+(MLflow, pandas, scikit-learn, the model) between the workers, copy-on-write. A version a
+worker swaps to later is loaded by that worker, a copy of its own.
 
-The supervisor serves nothing and loads nothing. It relays refresh triggers between workers
-(relay.py), times the poll once for the host, restarts a worker that died (it resolves the
-current version as it starts), and on SIGTERM or SIGINT asks every worker to drain and waits.
+The supervisor serves nothing. It relays refresh triggers between workers (relay.py), times
+the poll once for the host, restarts a worker that died (it resolves the current version as it
+starts), and on SIGTERM or SIGINT asks every worker to drain and waits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -150,6 +151,11 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, self._on_signal)
         self._selector.register(wakeup_read, selectors.EVENT_READ)
+        # What the workers inherit lives as long as they do: out of the cyclic collector's
+        # walks, which write to every object they visit, so a collection in a worker leaves
+        # the shared pages shared.
+        gc.collect()
+        gc.freeze()
         try:
             for index in range(self._count):
                 self._start(index)

@@ -1,11 +1,15 @@
-"""`--workers N` against a real MLflow server with the plugin: every worker follows a
-promotion, swaps lose no request, a killed worker comes back on the current version, the poll
-runs once per host, /metrics sums the workers, and SIGTERM lets a request in flight finish.
+"""`--workers N` against a real MLflow server with the plugin: the workers start on the version
+their supervisor loaded before forking them (or load it themselves when it could not), every
+worker follows a promotion, swaps lose no request, a killed worker comes back on the current
+version, the poll runs once per host, /metrics sums the workers, and SIGTERM lets a request in
+flight finish.
 
 One stack for the module: an MLflow server notifying a 2-worker receiver (push only), so a
 notification reaching one worker must be relayed to the other; a 3-worker receiver that is not
-notified and polls every second, so the one worker that polls must relay what it found; and a
-2-worker receiver of a gated model (its predict held while a gate file exists) for the drain.
+notified and polls every second, so the one worker that polls must relay what it found, and
+that reaches MLflow through a proxy refusing downloads while its supervisor starts; and a
+2-worker receiver of a gated model (a custom pyfunc, its predict held while a gate file
+exists), which its supervisor leaves to the workers, for the drain.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import requests
 
 from examples.processes import Process, metric, promote, wait_until
 from tests.support.models import FEATURES, register_gated_model
+from tests.support.proxy import mlflow_proxy
 from tests.support.stack import PluginStack, ReceiverSpec
 
 MODEL = "workers-model"
@@ -61,11 +66,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         plugin.register(MODEL, versions=2)
         version = register_gated_model(plugin.server.url, GATED, factor=1.0)
         promote(GATED, version, tracking_uri=plugin.server.url)
-        two, three, gated = plugin.start_receivers(specs)
-        for receiver, serving in ((two, "1"), (three, "1"), (gated, version)):
-            wait_until(partial(all_serve, receiver, serving), timeout=120,
-                       message=f"every worker of {receiver.url} serving {serving}")
-        yield Stack(plugin, two, three, gated, gate)
+        with mlflow_proxy(plugin.server.url) as proxy:
+            proxy.mode = "fail"  # until its workers start: its supervisor cannot load
+            specs[1].tracking_uri = proxy.url
+            two, three, gated = plugin.start_receivers(specs)  # each answering: workers up
+            proxy.mode = "pass"
+            for receiver, serving in ((two, "1"), (three, "1"), (gated, version)):
+                wait_until(partial(all_serve, receiver, serving), timeout=120,
+                           message=f"every worker of {receiver.url} serving {serving}")
+            yield Stack(plugin, two, three, gated, gate)
 
 
 def current(receiver: Process) -> dict[str, Any]:
@@ -98,6 +107,30 @@ def promote_next(stack: Stack) -> str:
     stack.promoted = "2" if stack.promoted == "1" else "1"
     promote(MODEL, stack.promoted, tracking_uri=stack.plugin.server.url)
     return stack.promoted
+
+
+def test_the_workers_start_on_the_version_their_supervisor_loaded(stack: Stack) -> None:
+    # Version 1, followed at start: loaded once for the host, before both workers were forked;
+    # each worker warmed it up (its first predict) and served it.
+    log = stack.two.log()
+    assert log.count(f"Loaded version 1 of {MODEL} before starting the workers") == 1
+    assert log.count(f"Loading model {MODEL} version 1 from MLflow") == 1
+    assert log.count(f"Warming up model {MODEL} version 1, loaded before this worker") == 2
+    assert log.count(f"Swapped to model version 1 of {MODEL} (was none, trigger startup)") == 2
+
+
+@pytest.mark.parametrize("which", ["three", "gated"])
+def test_the_workers_load_on_their_own_what_their_supervisor_did_not(stack: Stack,
+                                                                     which: str) -> None:
+    # three's supervisor could not download; gated is a custom pyfunc, whose load_context may
+    # start threads or open connections that forked workers could not share.
+    receiver = getattr(stack, which)
+    log = receiver.log()
+    assert f"{worker_model(receiver)} is not loaded before starting the workers" in log
+    assert "before starting the workers, which share it" not in log
+    assert which != "gated" or "not known to be safe to load before a fork" in log
+    assert all(worker["versions"].get(worker_model(receiver))
+               for worker in current(receiver)["workers"])
 
 
 @pytest.mark.parametrize("which", ["two", "three"])
@@ -136,8 +169,13 @@ def test_no_request_fails_across_swaps_under_load(stack: Stack) -> None:
     assert {version for _, version in answers} == {"1", "2"}
 
 
-def test_a_killed_worker_comes_back_on_the_current_version(stack: Stack) -> None:
-    receiver = stack.three
+@pytest.mark.parametrize("which", ["two", "three"])
+def test_a_killed_worker_comes_back_on_the_current_version(stack: Stack, which: str) -> None:
+    receiver = getattr(stack, which)
+    if stack.promoted == "1":  # two's supervisor loaded 1: its new worker must not stay on it
+        promote_next(stack)
+    wait_until(lambda: all_serve(receiver, stack.promoted), timeout=60,
+               message=f"every worker serving {stack.promoted}")
     victim = current(receiver)["workers"][1]
     os.kill(victim["pid"], signal.SIGKILL)
 

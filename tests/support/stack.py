@@ -60,6 +60,7 @@ class ReceiverSpec:
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free one
     log_name: str = "receiver.log"
+    tracking_uri: str | None = None  # None: the stack's MLflow server
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port(self.host)
@@ -108,7 +109,8 @@ class PluginStack:
         """Start them side by side; each one that started stops at the end, even when
         another failed to."""
         with ThreadPoolExecutor(max_workers=len(specs)) as pool:
-            starting = [pool.submit(start_receiver, self.workdir, self.server.url, spec.model,
+            starting = [pool.submit(start_receiver, self.workdir,
+                                    spec.tracking_uri or self.server.url, spec.model,
                                     env={**PUSH_ONLY, **self._secret_env(), **spec.env},
                                     host=spec.host, port=spec.port, log_name=spec.log_name)
                         for spec in specs]

@@ -4,6 +4,8 @@ MLflow."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -22,8 +24,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from receiver.references import Reference
-from receiver.registry import ModelSnapshot, Registry, single_threaded
+from receiver.registry import LoadedModel, ModelSnapshot, Registry, single_threaded
 from receiver.settings import Settings
+from tests.support.fakes import loaded_model
 from tests.support.models import training_frame
 
 
@@ -139,3 +142,44 @@ def test_the_model_folder_made_at_start_is_removed_by_close(tmp_path: Path) -> N
                               model_dir=str(tmp_path / "models")))
     given.close()
     assert (tmp_path / "models").is_dir()  # the user's folder is theirs
+
+
+def test_only_the_process_that_downloaded_a_version_deletes_its_files(tmp_path: Path) -> None:
+    # A worker forked from its supervisor shares the supervisor's loaded versions; their files
+    # stay the supervisor's.
+    registry = Registry(Settings(tracking_uri="http://127.0.0.1:9", model_names=("m",),
+                                 model_dir=str(tmp_path)))
+    folder = tmp_path / "m-v1"
+    folder.mkdir()
+    model = dataclasses.replace(loaded_model("1"), local_path=folder)
+    child = os.fork()
+    if child == 0:  # the worker: lets the version go
+        registry.release(model)
+        os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+    assert folder.is_dir()
+    registry.release(model)
+    assert not folder.exists()
+
+
+def test_a_preloaded_version_is_warmed_up_not_downloaded(tmp_path: Path) -> None:
+    frame, labels = training_frame(seed=1)
+    path = tmp_path / "m"
+    mlflow.sklearn.save_model(LogisticRegression().fit(frame, labels), str(path),
+                              input_example=frame.head(2), serialization_format="cloudpickle")
+    pyfunc = mlflow.pyfunc.load_model(str(path))
+    predicted, predict = [], pyfunc.predict
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        predicted.append(len(args[0]))
+        return predict(*args, **kwargs)
+
+    pyfunc.predict = counted
+    preloaded = LoadedModel(name="m", version="1", pyfunc=pyfunc, input_schema=None,
+                            local_path=path, run_id=None, load_seconds=5.0)
+    # Nothing answers at this address: a download would fail.
+    registry = Registry(Settings(tracking_uri="http://127.0.0.1:9", model_names=("m",),
+                                 model_dir=str(tmp_path / "models")), preloaded=[preloaded])
+    loaded = registry.load("m", "1")
+    assert loaded.pyfunc is pyfunc and predicted == [2]  # the input example, once
+    assert loaded.load_seconds < 5.0  # its own warm-up's, not the supervisor's load
