@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,25 +22,28 @@ class Answer:
     at: float  # time.time() when the answer arrived
     status: int  # 0: no HTTP answer at all
     version: str | None
+    url: str  # the receiver that was asked
 
 
 class PredictionClient:
     """Threads that keep posting to the receiver and record every answer.
 
-    `body` is one request body, or a list of them taken in turn (live traffic for a shadow to
-    be compared on).
+    `url` is one receiver, or several (replicas) asked in turn. `body` is one request body, or a
+    list of them taken in turn (live traffic for a shadow to be compared on). `pause`: seconds
+    each thread waits after an answer (0: none), leaving the machine room for other work.
     """
 
-    def __init__(self, url: str, body: dict[str, Any] | list[dict[str, Any]],
-                 threads: int = CLIENT_THREADS) -> None:
-        self._url = url + "/invocations"
+    def __init__(self, url: str | Sequence[str], body: dict[str, Any] | list[dict[str, Any]],
+                 threads: int = CLIENT_THREADS, pause: float = 0.0) -> None:
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.pause = pause
         self._bodies = body if isinstance(body, list) else [body]
         self._answers: list[Answer] = []
         self._errors: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True, name=f"client-{i}")
-                         for i in range(threads)]
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
+                                          name=f"client-{i}") for i in range(threads)]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -51,28 +55,38 @@ class PredictionClient:
             if thread.is_alive():
                 thread.join(timeout=15)
 
-    def _run(self) -> None:
+    @property
+    def threads(self) -> int:
+        return len(self._threads)
+
+    def _run(self, index: int) -> None:
         sent = 0
         with requests.Session() as session:
             while not self._stop.is_set():
                 body = self._bodies[sent % len(self._bodies)]
+                # Each thread starts at another replica, so that all of them are busy at once.
+                url = self.urls[(sent + index) % len(self.urls)]
                 sent += 1
                 try:
-                    response = session.post(self._url, json=body, timeout=10)
+                    response = session.post(url + "/invocations", json=body, timeout=10)
                     answer = Answer(time.time(), response.status_code,
-                                    response.headers.get("X-Model-Version"))
+                                    response.headers.get("X-Model-Version"), url)
                     error = None if response.ok else f"{response.status_code} {response.text[:200]}"
                 except requests.RequestException as exc:
-                    answer, error = Answer(time.time(), 0, None), repr(exc)
+                    answer, error = Answer(time.time(), 0, None, url), repr(exc)
                 with self._lock:
                     self._answers.append(answer)
                     if error is not None:
                         self._errors.append(error)
+                if self.pause:
+                    self._stop.wait(self.pause)
 
-    def first_answer(self, version: str, after: float) -> float | None:
+    def first_answer(self, version: str, after: float, url: str | None = None) -> float | None:
+        """When `version` first answered since `after` (at `url` only, when given)."""
         with self._lock:
             return next((a.at for a in self._answers
-                         if a.at >= after and a.status == 200 and a.version == version), None)
+                         if a.at >= after and a.status == 200 and a.version == version
+                         and url in (None, a.url)), None)
 
     def answers_from(self, version: str, after: float) -> int:
         with self._lock:

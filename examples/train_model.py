@@ -13,7 +13,8 @@ Every registered version carries its training metadata as tags (seed, rows, para
 holdout metrics, a fingerprint of the data).
 
 Or import the pieces (`make_transactions`, `train`, `register`, `promote`, `set_alias`,
-`sample_request`, `parse_condition`, `gate`) as the demo and the benchmark do.
+`sample_request`, `parse_condition`, `gate`, `pip_requirements`) as the demo and the benchmark
+do.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def register(trained: TrainedModel, model_name: str = DEFAULT_MODEL_NAME,
                                             input_example=example,
                                             registered_model_name=model_name,
                                             skops_trusted_types=SKOPS_TRUSTED_TYPES,
-                                            pip_requirements=_pip_requirements())
+                                            pip_requirements=pip_requirements())
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     for key, value in training_tags(trained).items():
@@ -216,7 +217,7 @@ def training_tags(trained: TrainedModel) -> dict[str, str]:
     return tags
 
 
-def _pip_requirements() -> list[str]:
+def pip_requirements() -> list[str]:
     # Stated, not inferred: MLflow's inference imports the model in a subprocess, which is slow.
     packages = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
     return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
