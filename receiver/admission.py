@@ -29,39 +29,45 @@ class Overloaded(Retryable):
 
 
 class Throughput:
-    """Rows per second and rows per request of recent `predict` calls, exponentially weighted.
+    """Rows per second and rows per request of recent `predict` calls: the exponentially
+    weighted rows, requests and seconds of each call, and their ratios.
 
-    A call's rate is its rows over its wall time in the lane (waiting for the GIL and for a
-    predict thread included), so a busy event loop lowers it as it lowers what clients get;
-    calls running side by side (unbatched versions) each count alone: an estimate on the
-    side of refusing."""
+    Ratios of the averages, not averages of each call's ratio: a call weighs by its work, so a
+    30,000-row call in 60 ms is not outvoted by a few one-row calls whose time is mostly fixed
+    overhead, and a backlog of large requests is not priced at the small calls' rate.
+
+    A call's time is its wall time in the lane (waiting for the GIL and for a predict thread
+    included), so a busy event loop lowers the rate as it lowers what clients get; calls
+    running side by side (unbatched versions) each count alone: an estimate on the side of
+    refusing."""
 
     def __init__(self, newest_weight: float = NEWEST_WEIGHT) -> None:
         self._weight = newest_weight
-        self._rows_per_second: float | None = None
-        self._rows_per_request: float | None = None
+        self._rows: float | None = None
+        self._requests = 0.0
+        self._seconds = 0.0
 
     def record(self, rows: int, requests: int, seconds: float) -> None:
         """One finished `predict` call: `rows` rows of `requests` requests in `seconds`."""
         if rows <= 0 or requests <= 0:
             return  # nothing scored (every request of the call had gone): nothing learnt
-        rate = rows / max(seconds, 1e-6)
-        self._rows_per_second = self._mix(self._rows_per_second, rate)
-        self._rows_per_request = self._mix(self._rows_per_request, rows / requests)
+        seconds = max(seconds, 1e-6)
+        if self._rows is None:
+            self._rows, self._requests, self._seconds = rows, requests, seconds
+            return
+        keep = 1 - self._weight
+        self._rows = keep * self._rows + self._weight * rows
+        self._requests = keep * self._requests + self._weight * requests
+        self._seconds = keep * self._seconds + self._weight * seconds
 
     def rows_per_second(self) -> float | None:
         """None until a call has been measured."""
-        return self._rows_per_second
+        return None if self._rows is None else self._rows / self._seconds
 
     def rows_per_request(self) -> float:
         """For requests admitted but not parsed yet, whose rows are not known (1 until
         measured)."""
-        return 1.0 if self._rows_per_request is None else self._rows_per_request
-
-    def _mix(self, average: float | None, sample: float) -> float:
-        if average is None:
-            return sample
-        return (1 - self._weight) * average + self._weight * sample
+        return 1.0 if self._rows is None else self._rows / self._requests
 
 
 @dataclass(frozen=True)
@@ -76,21 +82,29 @@ class Decision:
 
 
 class AdmissionPolicy:
-    """Admit while the backlog's expected wait fits `max_wait` and the count `max_queue`."""
+    """Admit while the backlog's expected wait fits `max_wait` and the count `max_queue`.
 
-    def __init__(self, max_wait: float, max_queue: int, throughput: Throughput) -> None:
+    `horizon` (HOTSWAP_REQUEST_TIMEOUT): every admitted request is answered or dropped within
+    it, so the backlog is gone by then whatever the estimate says. It bounds the wait that is
+    reported and the Retry-After: a request far larger than the recent calls is priced at their
+    rate until one like it has been scored, which can overstate its cost a thousandfold."""
+
+    def __init__(self, max_wait: float, max_queue: int, throughput: Throughput,
+                 horizon: float = math.inf) -> None:
         self.max_wait = max_wait
         self.max_queue = max_queue
+        self.horizon = horizon
         self._throughput = throughput
 
     def expected_wait(self, parsed_rows: int, unparsed_requests: int) -> float | None:
         """Seconds to score the backlog: rows known from parsed bodies, plus requests not parsed
-        yet at the recent rows per request. None while no call has been measured."""
+        yet at the recent rows per request; at most the horizon. None while no call has been
+        measured."""
         rate = self._throughput.rows_per_second()
         if rate is None:
             return None
         rows = parsed_rows + unparsed_requests * self._throughput.rows_per_request()
-        return rows / rate
+        return min(rows / rate, self.horizon)
 
     def decide(self, admitted: int, parsed: int, parsed_rows: int) -> Decision:
         """Whether one more request may join `admitted` unanswered requests, `parsed` of which
@@ -143,9 +157,10 @@ class Admission:
     """The lane's backlog (requests admitted and not answered, and the rows of those parsed)
     and the decision to admit one more."""
 
-    def __init__(self, max_wait: float, max_queue: int, metrics: Metrics) -> None:
+    def __init__(self, max_wait: float, max_queue: int, metrics: Metrics,
+                 horizon: float = math.inf) -> None:
         self.throughput = Throughput()
-        self.policy = AdmissionPolicy(max_wait, max_queue, self.throughput)
+        self.policy = AdmissionPolicy(max_wait, max_queue, self.throughput, horizon)
         self._metrics = metrics
         self.depth = 0
         self._parsed = 0

@@ -85,7 +85,8 @@ class ScoringLane:
     def __init__(self, settings: Settings, limiters: Limiters, metrics: Metrics) -> None:
         self._mode = settings.batching
         self._max_rows = settings.batch_max_rows
-        self._admission = Admission(settings.max_wait, settings.max_queue, metrics)
+        self._admission = Admission(settings.max_wait, settings.max_queue, metrics,
+                                    horizon=settings.request_timeout)
         self._timeout = settings.request_timeout
         self._limiters = limiters
         self._metrics = metrics

@@ -51,6 +51,21 @@ def test_the_estimate_follows_recent_calls() -> None:
     assert throughput.rows_per_second() == pytest.approx(10, rel=0.01)
 
 
+def test_a_call_weighs_by_its_rows_so_large_requests_are_priced_at_their_own_rate() -> None:
+    # One-row calls spend 1 ms each, mostly fixed overhead: 1,000 rows/s. A 30,000-row call
+    # in 60 ms (500,000 rows/s) then shows what large requests really cost.
+    throughput = Throughput()
+    for _ in range(30):
+        throughput.record(1, 1, 0.001)
+    throughput.record(30_000, 1, 0.060)
+    for _ in range(10):  # one-row calls go on while large requests wait
+        throughput.record(1, 1, 0.001)
+    policy = AdmissionPolicy(max_wait=1.0, max_queue=1000, throughput=throughput)
+    # Two more such requests are a fraction of a second of work, not 60 s at the one-row rate.
+    assert policy.expected_wait(parsed_rows=60_000, unparsed_requests=0) < 0.5
+    assert policy.decide(admitted=3, parsed=2, parsed_rows=60_000).admitted
+
+
 def test_cold_admits_up_to_the_count_and_no_further() -> None:
     policy = AdmissionPolicy(max_wait=1.0, max_queue=3, throughput=Throughput())
     assert policy.decide(admitted=2, parsed=2, parsed_rows=10_000).admitted
@@ -71,6 +86,15 @@ def test_retry_after_is_the_expected_wait_rounded_up() -> None:
     policy = AdmissionPolicy(max_wait=0.5, max_queue=1000, throughput=measured(100, 1, 1.0))
     assert policy.decide(admitted=1, parsed=1, parsed_rows=60).retry_after == 1
     assert policy.decide(admitted=1, parsed=1, parsed_rows=420).retry_after == 5
+
+
+def test_no_wait_is_reported_beyond_the_request_timeout() -> None:
+    # Every admitted request is answered or dropped within the timeout (the horizon), so a
+    # 30,000-row request priced at the one-row calls' rate tells a client at most that.
+    policy = AdmissionPolicy(max_wait=5.0, max_queue=1000, throughput=measured(2, 1, 0.008),
+                             horizon=60.0)
+    refused = policy.decide(admitted=2, parsed=1, parsed_rows=30_000)
+    assert (refused.admitted, refused.expected_wait, refused.retry_after) == (False, 60.0, 60)
 
 
 def test_requests_not_parsed_yet_count_at_the_recent_rows_per_request() -> None:
