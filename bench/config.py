@@ -54,7 +54,7 @@ class Config:
         """A few seconds per part: proves every part runs and yields figures."""
         return cls(smoke=True, train_rows=2_000, n_estimators=10, versions=4, promotions=2,
                    poll_promotions=1, poll_interval=1.0, clients=4, swaps=1, swap_spacing=2.5,
-                   baseline_restarts=0, load_seconds=2.0, concurrencies=(8,),
+                   baseline_restarts=0, load_seconds=1.0, concurrencies=(8,),
                    row_counts=(1, 100), floor_iterations=20, memory_swaps=6,
                    memory_cache_size=2, registry_calls=10, storm_notifications=100,
                    storm_seconds=0.5, fanout_replicas=100, fanout_rounds=2,

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +73,11 @@ class Process:
         deadline = time.monotonic() + timeout
         while group_pids(self.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+        lingering = group_pids(self.pid)
+        if lingering:  # a shutdown that hangs is a defect to see, not only to kill
+            warnings.warn(f"{self.name} at {self.url}: still running {timeout:g} s after "
+                          f"SIGTERM, killed: {[_describe(pid) for pid in lingering]}",
+                          stacklevel=2)
         _killpg(self.pid, signal.SIGKILL)
         self.popen.wait(timeout=timeout)
 
@@ -202,6 +208,16 @@ def pid_running(pid: int) -> bool:
     """Whether `pid` is a live process (a zombie does not count)."""
     state = _stat(pid)[0]
     return state not in ("", "Z", "X")
+
+
+def _describe(pid: int) -> str:
+    """`pid`, its state and command line, for a message."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+    except OSError:
+        command = "?"
+    return f"{pid} ({_stat(pid)[0] or 'gone'}) {command}"
 
 
 def _all_pids() -> list[int]:
