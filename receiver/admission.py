@@ -36,10 +36,10 @@ class Throughput:
     30,000-row call in 60 ms is not outvoted by a few one-row calls whose time is mostly fixed
     overhead, and a backlog of large requests is not priced at the small calls' rate.
 
-    A call's time is its wall time in the lane (waiting for the GIL and for a predict thread
-    included), so a busy event loop lowers the rate as it lowers what clients get; calls
-    running side by side (unbatched versions) each count alone: an estimate on the side of
-    refusing."""
+    A call's time is what it adds to the lane's busy time, from its start or the previous
+    call's end, whichever is later: calls side by side (unbatched versions) count as the
+    throughput they make together, and waiting for the GIL or a predict thread counts, so a
+    busy event loop lowers the rate as it lowers what clients get."""
 
     def __init__(self, newest_weight: float = NEWEST_WEIGHT) -> None:
         self._weight = newest_weight

@@ -94,6 +94,7 @@ class ScoringLane:
         self._queues: dict[int, _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # running, so never garbage-collected
         self._calls = 0  # taken from a queue, not finished: in a predict thread or waiting
+        self._last_finish = 0.0  # perf_counter() when the last predict call ended
 
     # -- what others may ask ------------------------------------------------------------------
 
@@ -104,6 +105,11 @@ class ScoringLane:
     def admit(self) -> Ticket:
         """A place for one request, for `score`, or Overloaded; cheap, before the body is read."""
         return self._admission.admit()
+
+    def rows_per_second(self) -> float | None:
+        """The lane's measured throughput, at which admission prices a backlog; None until a
+        call has been measured."""
+        return self._admission.throughput.rows_per_second()
 
     def queued(self) -> int:
         """Parsed requests waiting behind a running `predict` (a call not holding a predict
@@ -227,7 +233,12 @@ class ScoringLane:
             answers = [exc] * len(call)
         finally:
             self._calls -= 1
-        _measure(self._admission, call, answers, time.perf_counter() - started)
+        # The time this call adds to the lane's busy time, not its own duration: calls side by
+        # side (unbatched versions, or several versions) overlap, and admission must price a
+        # backlog at what they score together.
+        finished = time.perf_counter()
+        _measure(self._admission, call, answers, finished - max(started, self._last_finish))
+        self._last_finish = finished
         for request, answer in zip(call, answers, strict=True):
             if answer is not None:
                 _settle(request.future, answer)

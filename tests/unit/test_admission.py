@@ -62,7 +62,8 @@ def test_a_call_weighs_by_its_rows_so_large_requests_are_priced_at_their_own_rat
         throughput.record(1, 1, 0.001)
     policy = AdmissionPolicy(max_wait=1.0, max_queue=1000, throughput=throughput)
     # Two more such requests are a fraction of a second of work, not 60 s at the one-row rate.
-    assert policy.expected_wait(parsed_rows=60_000, unparsed_requests=0) < 0.5
+    wait = policy.expected_wait(parsed_rows=60_000, unparsed_requests=0)
+    assert wait is not None and wait < 0.5
     assert policy.decide(admitted=3, parsed=2, parsed_rows=60_000).admitted
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sized
 from types import SimpleNamespace
 from typing import Any
@@ -389,6 +390,41 @@ def test_predictions_in_flight_never_exceed_the_limit(threads: int) -> None:
     answers = asyncio.run(burst())
     assert [json.loads(a) for a in answers] == [{"predictions": [1, 1]}] * REQUESTS
     assert pyfunc.running == REQUESTS
+
+
+class SideBySideModel:
+    """Stands in for a PyFuncModel whose calls run side by side: each takes `seconds` without
+    holding the GIL, as a model calling into native code would."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def predict(self, data: Sized, params: object = None) -> list[int]:
+        time.sleep(self._seconds)
+        return [1] * len(data)
+
+
+def test_calls_side_by_side_are_priced_at_the_throughput_they_make_together() -> None:
+    width, rounds = 4, 6
+    settings = Settings(tracking_uri="http://unused", model_names=("m",),
+                        predict_threads=width, batching="off")
+    service = Service(settings, registry=FakeRegistry())
+    lane = service.lane
+    model = loaded_model(pyfunc=SideBySideModel(0.05))
+    one_row = body(1.0)
+
+    async def run() -> float:
+        started = asyncio.get_running_loop().time()
+        for _ in range(rounds):
+            await asyncio.gather(*(lane.score(model, one_row, JSON) for _ in range(width)))
+        return (asyncio.get_running_loop().time() - started) / rounds
+
+    seconds_per_round = asyncio.run(run())
+    rate = lane.rows_per_second()
+    assert rate is not None
+    # Each round scores `width` rows in about one call's time: priced one call at a time, the
+    # lane would be credited with a single row per round.
+    assert rate * seconds_per_round > width / 2, (rate, seconds_per_round)
 
 
 # -- score_all: the same merging for work outside the lane (the shadow) -------------------------
