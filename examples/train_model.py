@@ -217,10 +217,22 @@ def training_tags(trained: TrainedModel) -> dict[str, str]:
     return tags
 
 
-def pip_requirements() -> list[str]:
-    # Stated, not inferred: MLflow's inference imports the model in a subprocess, which is slow.
-    packages = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
-    return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
+MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+
+
+def pip_requirements(packages: Sequence[str] = MODEL_PACKAGES) -> list[str]:
+    """`packages` pinned to the versions installed here; one not installed is left out (skops
+    is there only where MLflow saves scikit-learn models with it).
+
+    Stated, not inferred: MLflow infers them by loading the model in a subprocess, which costs
+    seconds per registration."""
+    pinned = []
+    for name in packages:
+        try:
+            pinned.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return pinned
 
 
 def promote(model_name: str, version: str, stage: str = "Production",

@@ -13,6 +13,8 @@ import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
+from examples.train_model import pip_requirements
+
 # MLflow 3 names a logged model with `name`; 2.x only knows `artifact_path` (deprecated in 3).
 ARTIFACT = ({"name": "model"} if "name" in inspect.signature(mlflow.sklearn.log_model).parameters
             else {"artifact_path": "model"})
@@ -20,6 +22,9 @@ ARTIFACT = ({"name": "model"} if "name" in inspect.signature(mlflow.sklearn.log_
 # Every server has the Default experiment; naming it keeps an experiment that another test set
 # as active (examples/train_model.py does, in-process) from leaking into this server.
 DEFAULT_EXPERIMENT = "0"
+
+# Stated at each registration, so MLflow does not infer them in a subprocess (seconds a model).
+REQUIREMENTS = pip_requirements()
 
 N_FEATURES = 4
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
@@ -51,7 +56,8 @@ def register_sklearn_model(tracking_uri: str, name: str, seed: int = 0,
         with mlflow.start_run(experiment_id=DEFAULT_EXPERIMENT):
             info = mlflow.sklearn.log_model(model, **ARTIFACT, signature=signature,
                                             input_example=example,
-                                            registered_model_name=name)
+                                            registered_model_name=name,
+                                            pip_requirements=REQUIREMENTS)
     return str(info.registered_model_version)
 
 
@@ -71,7 +77,8 @@ def register_tree_regressor(tracking_uri: str, name: str, seed: int = 0) -> str:
         with mlflow.start_run(experiment_id=DEFAULT_EXPERIMENT):
             info = mlflow.sklearn.log_model(model, **ARTIFACT, signature=signature,
                                             input_example=example, registered_model_name=name,
-                                            skops_trusted_types=["sklearn.tree._tree.Tree"])
+                                            skops_trusted_types=["sklearn.tree._tree.Tree"],
+                                            pip_requirements=REQUIREMENTS)
     return str(info.registered_model_version)
 
 
@@ -89,7 +96,8 @@ def register_gated_model(tracking_uri: str, name: str, factor: float) -> str:
         with mlflow.start_run(experiment_id=DEFAULT_EXPERIMENT):
             info = mlflow.pyfunc.log_model(**ARTIFACT, python_model=str(code),
                                            model_config={"factor": factor},
-                                           signature=signature, registered_model_name=name)
+                                           signature=signature, registered_model_name=name,
+                                           pip_requirements=REQUIREMENTS)
     return str(info.registered_model_version)
 
 
@@ -108,7 +116,7 @@ def register_challenger(tracking_uri: str, name: str, fail_every: int = 0,
             info = mlflow.pyfunc.log_model(
                 **ARTIFACT, python_model=str(code), signature=signature,
                 model_config={"fail_every": fail_every, "delay": delay},
-                registered_model_name=name)
+                registered_model_name=name, pip_requirements=REQUIREMENTS)
     return str(info.registered_model_version)
 
 
@@ -127,7 +135,8 @@ def register_broken_model(tracking_uri: str, name: str, code: str = "broken_mode
         with mlflow.start_run(experiment_id=DEFAULT_EXPERIMENT):
             info = mlflow.pyfunc.log_model(**ARTIFACT, python_model=str(path),
                                            input_example=example,
-                                           registered_model_name=name)
+                                           registered_model_name=name,
+                                           pip_requirements=REQUIREMENTS)
     return str(info.registered_model_version)
 
 
